@@ -1,0 +1,333 @@
+"""The one small base every adapter (NSATU, EUMAM, UDCG) runs on: outbound and inbound.
+
+Outbound (broker -> native): a durable pull consumer of `coord.deliver.<org>.>` with one message in
+flight, so each originator's messages reach the native system in the order they were accepted.
+For each delivery: `verify_delivery` (both signatures, the access decision for this organisation),
+then a check of the organisation's delivered-ids bucket (a JetStream key-value bucket: a redelivery
+never reaches the native system twice), the codec's rendering, and `POST /inbox` with the message
+id as `Idempotency-Key`. A native system that is down is retried with backoff for as long as it
+takes (the delivery is kept in progress meanwhile, so JetStream does not hand it to anyone else);
+one that refuses a document permanently (4xx) sends it to the dead-letter stream, audited
+`dead-lettered`. Only then is the delivery acknowledged and audited `delivered`.
+
+Inbound (native -> broker): polls the native system's outbox, decodes each document strictly with
+the codec, and posts each message through the gateway as the adapter's own sender (signed, mutual
+TLS). A refused document is reported in `inbound_errors` and the log, and nothing of it is
+published. The outbox cursor is kept in a file, advanced only after the gateway answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
+
+from adapters.formats import Codec, DeliveredMessage, NativeFormatError
+from adapters.verify import DeliveryRefused, verify_delivery
+from broker.audit.records import AuditEvent, AuditSink
+from broker.bus import DELIVERY_STREAM, HDR_DIGEST, MSG_ID, Bus, translate_errors
+from broker.client import GatewayClient, build_message, seal_message
+from broker.clock import rfc3339, utcnow
+from broker.errors import BusUnavailable, MarkingError
+from broker.web_gateway import PolicySource
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterIdentity:
+    sender: str
+    keyid: str
+    key: Ed25519PrivateKey
+
+
+@dataclass
+class AdapterStats:
+    delivered: int = 0
+    dead_lettered: int = 0
+    duplicates_skipped: int = 0
+    native_retries: int = 0
+    published: int = 0
+    inbound_errors: list[str] = field(default_factory=list)
+
+
+class Adapter:
+    """Bridges one organisation's native system and the broker, both ways."""
+
+    def __init__(
+        self,
+        *,
+        org: str,
+        codec: Codec,
+        native_url: str,
+        bus: Bus,
+        policy: PolicySource,
+        audit: AuditSink,
+        identity: AdapterIdentity | None,
+        gateway: GatewayClient | None,
+        state_dir: Path,
+        ack_wait_s: float = 30.0,
+        poll_s: float = 0.2,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.org = org
+        self.codec = codec
+        self.native_url = native_url.rstrip("/")
+        self.bus = bus
+        self.policy = policy
+        self.audit = audit
+        self.identity = identity
+        self.gateway = gateway
+        self.state_dir = state_dir
+        self.ack_wait_s = ack_wait_s
+        self.poll_s = poll_s
+        self.max_backoff_s = max_backoff_s
+        self.stats = AdapterStats()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: aiohttp.ClientSession | None = None
+        self._kv: Any = None
+
+    @property
+    def durable(self) -> str:
+        return f"adapter-{self.org.lower()}"
+
+    async def __aenter__(self) -> Adapter:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        self._tasks.append(asyncio.create_task(self._outbound(), name=f"{self.durable}-out"))
+        if self.identity is not None and self.gateway is not None:
+            self._tasks.append(asyncio.create_task(self._inbound(), name=f"{self.durable}-in"))
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        if self._http is not None:
+            await self._http.close()
+
+    # -- outbound ---------------------------------------------------------------------------------
+
+    async def _setup_outbound(self) -> Any:
+        await self.bus.wait_connected(timeout=3600)
+        while not self.bus.ready:
+            await asyncio.sleep(0.05)
+        js = self.bus.js
+        with translate_errors("adapter setup"):
+            self._kv = await js.create_key_value(
+                KeyValueConfig(bucket=f"coord_delivered_{self.org.lower()}", history=1,
+                               storage=StorageType.FILE)
+            )
+            return await js.pull_subscribe(
+                f"coord.deliver.{self.org}.>",
+                durable=self.durable,
+                stream=DELIVERY_STREAM,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=self.ack_wait_s,
+                    max_ack_pending=1,
+                    max_deliver=-1,
+                ),
+            )
+
+    async def _outbound(self) -> None:
+        while True:
+            try:
+                sub = await self._setup_outbound()
+                idle = 0
+                while True:
+                    try:
+                        msgs = await sub.fetch(1, timeout=1.0)
+                    except (nats.errors.TimeoutError, TimeoutError):
+                        idle += 1
+                        if idle >= 30:
+                            break  # recreate a pull subscription that may have gone silent
+                        continue
+                    idle = 0
+                    for m in msgs:
+                        await self._deliver(m)
+            except asyncio.CancelledError:
+                raise
+            except (BusUnavailable, nats.errors.Error) as exc:
+                log.warning("adapter.bus_error", org=self.org, error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("adapter.outbound_failed", org=self.org)
+                await asyncio.sleep(1.0)
+
+    async def _deliver(self, m: Msg) -> None:
+        digest = (m.headers or {}).get(HDR_DIGEST)
+        policy = self.policy.current
+        try:
+            msg = verify_delivery(m.data, self.org, policy)
+        except DeliveryRefused as r:
+            log.warning("adapter.delivery_refused", org=self.org, reason=r.reason)
+            await self._dead_letter(m, None, r.reason, digest)
+            return
+        if await self._already_delivered(msg.id):
+            self.stats.duplicates_skipped += 1
+            await m.ack_sync()
+            return
+        dm = DeliveredMessage(
+            id=msg.id, kind=msg.kind, originator=msg.originator, sender=msg.sender, created=msg.created,
+            label=msg.label, body=msgspec.to_builtins(msg.body), in_reply_to=msg.in_reply_to,
+        )
+        try:
+            doc = self.codec.encode(dm)
+        except (NativeFormatError, MarkingError):
+            await self._dead_letter(m, msg, "unrenderable", digest)
+            return
+        status = await self._post_native(m, msg.id, doc)
+        if status >= 400:
+            await self._dead_letter(m, msg, f"native-rejected-{status}", digest)
+            return
+        with translate_errors("record delivered"):
+            await self._kv.put(msg.id, b"1")
+        done = await self.audit.record(self._event("delivered", msg, None, digest))
+        await done
+        await m.ack_sync()
+        self.stats.delivered += 1
+
+    async def _already_delivered(self, msg_id: str) -> bool:
+        try:
+            await self._kv.get(msg_id)
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        return True
+
+    async def _post_native(self, m: Msg, msg_id: str, doc: bytes) -> int:
+        """POST until the native system answers for good: 2xx, or a permanent 4xx (returned)."""
+        assert self._http is not None  # noqa: S101 - set in __aenter__
+        delay = 0.1
+        while True:
+            try:
+                async with self._http.post(
+                    self.native_url + "/inbox", data=doc,
+                    headers={"Content-Type": self.codec.media_type, "Idempotency-Key": msg_id},
+                ) as resp:
+                    if resp.status < 300:
+                        return resp.status
+                    if 400 <= resp.status < 500 and resp.status not in (408, 429):
+                        return resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.info("adapter.native_unreachable", org=self.org, error=type(exc).__name__)
+            self.stats.native_retries += 1
+            with contextlib.suppress(Exception):
+                await m.in_progress()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_backoff_s)
+
+    async def _dead_letter(self, m: Msg, msg: Any, reason: str, digest: str | None) -> None:
+        headers = {MSG_ID: f"dead-{m.metadata.sequence.stream}-{self.org}", "Coord-Reason": reason,
+                   "Coord-Organisation": self.org}
+        with translate_errors("dead letter"):
+            await self.bus.js.publish(f"coord.dead.{self.org}", m.data, headers=headers)
+        done = await self.audit.record(self._event("dead-lettered", msg, reason, digest))
+        await done
+        await m.ack_sync()
+        self.stats.dead_lettered += 1
+
+    def _event(self, name: str, msg: Any, reason: str | None, digest: str | None) -> AuditEvent:
+        return AuditEvent(
+            event=name,  # type: ignore[arg-type]  # "delivered" or "dead-lettered"
+            time=rfc3339(utcnow()),
+            message_id=msg.id if msg is not None else None,
+            kind=msg.kind if msg is not None else None,
+            originator=msg.originator if msg is not None else None,
+            label=msg.label if msg is not None else None,
+            actor=self.org,
+            reason=reason,
+            envelope_sha256=digest,
+        )
+
+    # -- inbound ----------------------------------------------------------------------------------
+
+    @property
+    def _cursor_file(self) -> Path:
+        return self.state_dir / "outbox.cursor"
+
+    def _read_cursor(self) -> int:
+        try:
+            return int(self._cursor_file.read_text().strip() or "0")
+        except FileNotFoundError:
+            return 0
+
+    def _write_cursor(self, n: int) -> None:
+        tmp = self._cursor_file.with_suffix(".tmp")
+        tmp.write_text(str(n))
+        os.replace(tmp, self._cursor_file)
+
+    async def _inbound(self) -> None:
+        assert self._http is not None  # noqa: S101 - set in __aenter__
+        cursor = self._read_cursor()
+        while True:
+            try:
+                async with self._http.get(self.native_url + "/outbox", params={"after": str(cursor)}) as resp:
+                    if resp.status != 200:
+                        await asyncio.sleep(self.poll_s * 5)
+                        continue
+                    page = await resp.json()
+                for item in page["items"]:
+                    await self._publish_native(int(item["seq"]), base64.b64decode(item["body_b64"]))
+                    cursor = int(item["seq"])
+                    self._write_cursor(cursor)
+                if not page["items"]:
+                    await asyncio.sleep(self.poll_s)
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.info("adapter.native_outbox_unreachable", org=self.org, error=type(exc).__name__)
+                await asyncio.sleep(self.poll_s * 5)
+
+    async def _publish_native(self, seq: int, doc: bytes) -> None:
+        assert self.identity is not None and self.gateway is not None  # noqa: S101 - checked by caller
+        try:
+            natives = self.codec.decode(doc)
+        except (NativeFormatError, MarkingError) as exc:
+            self.stats.inbound_errors.append(f"document {seq}: {exc}")
+            log.warning("adapter.native_refused", org=self.org, seq=seq, error=str(exc))
+            return
+        envelopes = []
+        for n in natives:
+            msg = build_message(
+                kind=n.kind, sender=self.identity.sender, originator=self.org,
+                label=msgspec.to_builtins(n.label), body=n.body,
+            )
+            envelopes.append(seal_message(msg, self.identity.keyid, self.identity.key))
+        for env in envelopes:
+            delay = 0.2
+            while True:
+                try:
+                    reply = await self.gateway.post(env)
+                except (aiohttp.ClientError, TimeoutError):
+                    reply = None
+                if reply is not None and reply.status in (200, 202):
+                    self.stats.published += 1
+                    break
+                if reply is not None and reply.status < 500 and reply.status != 429:
+                    problem = reply.body if isinstance(reply.body, dict) else {}
+                    self.stats.inbound_errors.append(f"document {seq}: gateway refused: {problem.get('type')}")
+                    log.warning("adapter.gateway_refused", org=self.org, seq=seq, problem=problem.get("type"))
+                    break
+                await asyncio.sleep(delay)  # gateway or bus down, or rate-limited: same envelope, same id
+                delay = min(delay * 2, self.max_backoff_s)

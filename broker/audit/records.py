@@ -1,0 +1,84 @@
+"""Audit records of ICD §7 and the sink every component writes decisions to.
+
+A record never holds a message body, a key or a certificate: only the fields below. It is encoded
+once, compactly, with `"type": "record"`, and those bytes are what the Merkle tree hashes, what the
+audit stream stores and what `broker audit export` writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal, Protocol
+
+import msgspec
+
+from schemas.label import Label
+
+Event = Literal[
+    "accepted",
+    "rejected",
+    "released",
+    "withheld",
+    "delivered",
+    "dead-lettered",
+    "tail-opened",
+    "tail-closed",
+]
+EVENTS: tuple[str, ...] = Event.__args__  # type: ignore[attr-defined]
+
+
+class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """What a component reports; the writer adds `index`, `broker` and encodes it."""
+
+    event: Event
+    time: str  # RFC 3339 UTC, microseconds, Z
+    message_id: str | None = None
+    kind: str | None = None
+    originator: str | None = None
+    label: Label | None = None
+    actor: str | None = None
+    reason: str | None = None
+    envelope_sha256: str | None = None
+
+
+class AuditRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="record"):
+    """The record as hashed and stored (field order fixed: it is part of the bytes)."""
+
+    index: int
+    time: str
+    broker: str
+    event: Event
+    message_id: str | None
+    kind: str | None
+    originator: str | None
+    label: Label | None
+    actor: str | None
+    reason: str | None
+    envelope_sha256: str | None
+
+
+RECORD_ENCODER = msgspec.json.Encoder()
+RECORD_DECODER: msgspec.json.Decoder[AuditRecord] = msgspec.json.Decoder(AuditRecord)
+
+
+def make_record(index: int, broker: str, ev: AuditEvent) -> AuditRecord:
+    return AuditRecord(
+        index=index,
+        time=ev.time,
+        broker=broker,
+        event=ev.event,
+        message_id=ev.message_id,
+        kind=ev.kind,
+        originator=ev.originator,
+        label=ev.label,
+        actor=ev.actor,
+        reason=ev.reason,
+        envelope_sha256=ev.envelope_sha256,
+    )
+
+
+class AuditSink(Protocol):
+    """Where decisions go. `record()` waits while the writer's queue is full (backpressure, never a
+    drop) and returns a future that resolves to the record's index once it is durable."""
+
+    async def record(self, ev: AuditEvent) -> asyncio.Future[int]: ...

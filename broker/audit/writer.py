@@ -1,0 +1,312 @@
+"""The audit writer: one task per broker instance that numbers, hashes, stores and checkpoints.
+
+Producers call `record()`, which waits while the bounded queue is full (backpressure, never a drop)
+and returns a future that resolves to the record's index once JetStream has acknowledged it.
+
+Storage: each JetStream message on `coord.audit.log` carries a run of consecutive export lines
+(records, then possibly a checkpoint line), so one acknowledged round trip stores hundreds of
+records in order; its `Nats-Msg-Id` is `audit-<first index>` so a retried batch dedupes. The
+concatenation of all messages, in stream order, is exactly `broker audit export`'s output.
+
+On start the writer reads the whole log back, recomputes the tree, and refuses to continue
+(`AuditIntegrityError`) unless the recomputed root at its last checkpoint's size equals that
+checkpoint's root and the checkpoint's signature verifies: a new checkpoint is never signed over
+a log that is inconsistent with an earlier one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import overload
+
+import msgspec
+import nats.errors
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker.audit.merkle import CompactRange, inclusion_proof, leaf_hash
+from broker.audit.note import Checkpoint, NoteError, sign_checkpoint, verify_checkpoint
+from broker.audit.records import RECORD_ENCODER, AuditEvent, make_record
+from broker.bus import AUDIT_STREAM, Bus
+from broker.errors import BrokerError, BusUnavailable
+from broker.metrics import Registry
+
+log = structlog.get_logger(__name__)
+
+AUDIT_SUBJECT = "coord.audit.log"
+BATCH_MAX_RECORDS = 500
+BATCH_MAX_BYTES = 512 * 1024
+
+
+class AuditIntegrityError(BrokerError):
+    """The stored log does not match its own signed checkpoint: the writer will not go on."""
+
+
+class _LineKind(msgspec.Struct):
+    type: str
+    note: str | None = None
+
+
+_LINE = msgspec.json.Decoder(_LineKind)
+
+
+class LeafHashes(Sequence[bytes]):
+    """Leaf hashes packed in one bytearray (32 bytes each): 1M records cost 32 MB, not ~100 MB."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def append(self, h: bytes) -> None:
+        self._buf += h
+
+    def __len__(self) -> int:
+        return len(self._buf) // 32
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return bytes(self._buf[i * 32 : (i + 1) * 32])
+
+    def __iter__(self) -> Iterator[bytes]:
+        for j in range(len(self)):
+            yield bytes(self._buf[j * 32 : (j + 1) * 32])
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    ev: AuditEvent
+    done: asyncio.Future[int]
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    return [line for line in data.split(b"\n") if line]
+
+
+async def read_log(bus: Bus, *, start_seq: int = 1) -> list[tuple[int, bytes]]:
+    """Every JetStream message of the audit log from `start_seq`, as (seq, data), in order."""
+    last = await bus.last_seq(AUDIT_STREAM)
+    out: list[tuple[int, bytes]] = []
+    if last < start_seq:
+        return out
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    try:
+        sub = await bus.js.pull_subscribe(
+            AUDIT_SUBJECT,
+            stream=AUDIT_STREAM,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq,
+                                  inactive_threshold=30.0, ack_policy=AckPolicy.NONE),
+        )
+    except nats.errors.Error as exc:
+        raise BusUnavailable(f"read audit log: {exc}") from exc
+    try:
+        seq = start_seq - 1
+        while seq < last:
+            try:
+                msgs = await sub.fetch(1000, timeout=2)
+            except nats.errors.TimeoutError:
+                continue
+            for m in msgs:
+                seq = m.metadata.sequence.stream
+                out.append((seq, m.data))
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return out
+
+
+class AuditWriter:
+    """Implements `AuditSink`. Use as `async with AuditWriter(...) as audit:`."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        instance: str,
+        key_name: str,
+        signing_key: Ed25519PrivateKey,
+        metrics: Registry,
+        queue_max: int = 10_000,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 10.0,
+    ) -> None:
+        self.bus = bus
+        self.instance = instance
+        self.origin = f"coord-broker/{instance}"
+        self.key_name = key_name
+        self._key = signing_key
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
+        self._every = checkpoint_every
+        self._interval = checkpoint_interval_s
+        self.tree = CompactRange()
+        self.leaves = LeafHashes()
+        self.checkpoint_note: str | None = None
+        self.checkpoint: Checkpoint | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_cp_time = time.monotonic()
+        self.ready = asyncio.Event()
+        self.m_records = metrics.counter("coord_audit_records_total", "audit records stored, by event", ("event",))
+        metrics.gauge("coord_audit_queue_depth", "audit records waiting for the writer", self._queue.qsize)
+        metrics.gauge("coord_audit_tree_size", "records in the audit Merkle tree", lambda: self.tree.size)
+
+    async def __aenter__(self) -> AuditWriter:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self, drain_timeout: float = 5.0) -> None:
+        if self._task is None:
+            return
+        if self.ready.is_set() and self.bus.connected:
+            deadline = time.monotonic() + drain_timeout
+            while not self._queue.empty() and time.monotonic() < deadline and not self._task.done():
+                await asyncio.sleep(0.02)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def record(self, ev: AuditEvent) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(ev, fut))
+        return fut
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def proof(self, index: int) -> tuple[Checkpoint, str, list[bytes]]:
+        """Inclusion proof of record `index` against the latest signed checkpoint."""
+        cp, note = self.checkpoint, self.checkpoint_note
+        if cp is None or note is None or not 0 <= index < cp.size:
+            raise IndexError(index)
+        return cp, note, inclusion_proof(self.leaves, index, cp.size)
+
+    # -- the task ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._recover()
+                break
+            except BusUnavailable as exc:
+                log.warning("audit.recover_waiting", error=str(exc))
+                await asyncio.sleep(0.5)
+        self.ready.set()
+        try:
+            while True:
+                batch = await self._next_batch()
+                await self._write(batch)
+        except asyncio.CancelledError:
+            await self._final_checkpoint()
+            raise
+
+    async def _recover(self) -> None:
+        await self.bus.wait_connected(timeout=3600)
+        while not self.bus.ready:
+            await asyncio.sleep(0.05)
+        tree, leaves = CompactRange(), LeafHashes()
+        note: str | None = None
+        cp: Checkpoint | None = None
+        trusted = {self.key_name: self._key.public_key()}
+        for _seq, data in await read_log(self.bus):
+            for line in split_lines(data):
+                kind = _LINE.decode(line)
+                if kind.type == "record":
+                    h = leaf_hash(line)
+                    tree.append(h)
+                    leaves.append(h)
+                elif kind.type == "checkpoint" and kind.note is not None:
+                    try:
+                        c = verify_checkpoint(kind.note, trusted, self.origin)
+                    except NoteError as exc:
+                        raise AuditIntegrityError(f"stored checkpoint does not verify: {exc}") from exc
+                    if c.size != tree.size or c.root != tree.root():
+                        raise AuditIntegrityError(
+                            f"stored log is inconsistent with its checkpoint of size {c.size}"
+                        )
+                    note, cp = kind.note, c
+        self.tree, self.leaves, self.checkpoint_note, self.checkpoint = tree, leaves, note, cp
+        log.info("audit.recovered", size=tree.size, checkpoint=cp.size if cp else None)
+
+    async def _next_batch(self) -> list[_Pending]:
+        timeout = max(0.0, self._interval - (time.monotonic() - self._last_cp_time))
+        try:
+            first = await asyncio.wait_for(self._queue.get(), timeout=timeout if self.tree.size else None)
+        except TimeoutError:
+            return []
+        batch = [first]
+        while len(batch) < BATCH_MAX_RECORDS and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        lines: list[bytes] = []
+        tree = self.tree.copy()
+        hashes: list[bytes] = []
+        for i, p in enumerate(batch):
+            rec = make_record(self.tree.size + i, self.instance, p.ev)
+            line = RECORD_ENCODER.encode(rec)
+            h = leaf_hash(line)
+            tree.append(h)
+            hashes.append(h)
+            lines.append(line)
+        note: str | None = None
+        cp: Checkpoint | None = None
+        since = tree.size - (self.checkpoint.size if self.checkpoint else 0)
+        if since > 0 and (
+            since >= self._every or time.monotonic() - self._last_cp_time >= self._interval
+        ):
+            cp = Checkpoint(self.origin, tree.size, tree.root())
+            note = sign_checkpoint(cp, self.key_name, self._key)
+            lines.append(msgspec.json.encode({"type": "checkpoint", "note": note}))
+        if not lines:
+            self._last_cp_time = time.monotonic()
+            return
+        data = b"\n".join(lines) + b"\n"
+        first = self.tree.size
+        delay = 0.1
+        while True:
+            try:
+                await self.bus.publish(AUDIT_SUBJECT, data, msg_id=f"audit-{self.instance}-{first}-{tree.size}")
+                break
+            except BusUnavailable as exc:
+                log.warning("audit.write_retry", error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.tree = tree
+        for h in hashes:
+            self.leaves.append(h)
+        for i, p in enumerate(batch):
+            self.m_records.inc(p.ev.event)
+            if not p.done.done():
+                p.done.set_result(first + i)
+        if cp is not None:
+            self.checkpoint, self.checkpoint_note = cp, note
+            self._last_cp_time = time.monotonic()
+
+    async def _final_checkpoint(self) -> None:
+        if self.checkpoint is not None and self.checkpoint.size == self.tree.size:
+            return
+        if self.tree.size == 0 or not self.bus.connected:
+            return
+        self._last_cp_time = -1e9  # due now
+        with contextlib.suppress(BusUnavailable, TimeoutError):
+            await asyncio.wait_for(self._write([]), timeout=3)

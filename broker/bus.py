@@ -1,0 +1,255 @@
+"""The one module that talks to NATS JetStream: connection, streams, publish, read back.
+
+nats-py's exceptions stop here: callers see `BusUnavailable` (retry later, same id) and nothing
+else. Settings follow ../shared/NATS-NOTES.md: unlimited reconnects, a 10 s ping, no publish
+buffering while disconnected (a publish that cannot reach the server fails at once instead of
+being flushed after the client was told 503), JetStream publish with `Nats-Msg-Id` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from broker.errors import BusUnavailable
+
+log = structlog.get_logger(__name__)
+
+ACCEPTED_STREAM = "COORD_ACCEPTED"
+DELIVERY_STREAM = "COORD_DELIVER"
+AUDIT_STREAM = "COORD_AUDIT"
+DEAD_STREAM = "COORD_DEAD"
+
+HDR_DIGEST = "Coord-Envelope-Sha256"
+HDR_SENDER = "Coord-Sender"
+HDR_RECEIVED = "Coord-Received"
+HDR_ORG = "Coord-Organisation"
+MSG_ID = "Nats-Msg-Id"
+
+
+@dataclass(frozen=True, slots=True)
+class BusSettings:
+    servers: tuple[str, ...]
+    name: str = "coord-broker"
+    tls: ssl.SSLContext | None = None
+    user: str | None = None
+    password: str | None = None
+    replicas: int = 1
+    duplicate_window_s: float = 900.0
+    publish_timeout_s: float = 5.0
+    connect_retry_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class PubResult:
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    subject: str
+    seq: int
+    data: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def stream_configs(settings: BusSettings) -> list[StreamConfig]:
+    """The streams the broker owns. File storage, `replicas` copies; audit denies delete/purge."""
+    common: dict[str, Any] = {
+        "storage": StorageType.FILE,
+        "retention": RetentionPolicy.LIMITS,
+        "discard": DiscardPolicy.NEW,  # a full stream refuses new messages; it never drops old ones
+        "num_replicas": settings.replicas,
+        "duplicate_window": settings.duplicate_window_s,
+    }
+    return [
+        StreamConfig(name=ACCEPTED_STREAM, subjects=["coord.msg.>"], deny_delete=True, deny_purge=True,
+                     description="accepted, signed envelopes as received", **common),
+        StreamConfig(name=DELIVERY_STREAM, subjects=["coord.deliver.>"], deny_delete=True, deny_purge=True,
+                     description="countersigned envelopes released to each organisation", **common),
+        StreamConfig(name=AUDIT_STREAM, subjects=["coord.audit.>"], deny_delete=True, deny_purge=True,
+                     description="audit records and checkpoints (ICD §7)", **common),
+        StreamConfig(name=DEAD_STREAM, subjects=["coord.dead.>"], deny_delete=True, deny_purge=True,
+                     description="deliveries a native system refused permanently", **common),
+    ]
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Any:
+    """Map nats-py's failures to BusUnavailable, once, at this boundary."""
+    try:
+        yield
+    except BusUnavailable:
+        raise
+    except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as exc:
+        raise BusUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+class Bus:
+    """One NATS connection with JetStream. Use as `async with Bus(settings) as bus:`.
+
+    The first connection is retried in the background until it succeeds, so a service can start
+    while NATS is down and report not-ready; afterwards nats-py reconnects by itself.
+    """
+
+    def __init__(self, settings: BusSettings, *, ensure_streams: bool = True) -> None:
+        self.settings = settings
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._streams_ok = False
+        self._ensure = ensure_streams
+        self._connector: asyncio.Task[None] | None = None
+        self._closed = False
+        self._connected_event = asyncio.Event()
+        self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
+
+    async def __aenter__(self) -> Bus:
+        self._connector = asyncio.create_task(self._connect_loop(), name="bus-connect")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+
+    async def _connect_loop(self) -> None:
+        while not self._closed:
+            try:
+                nc = await nats.connect(
+                    servers=list(self.settings.servers),
+                    name=self.settings.name,
+                    tls=self.settings.tls,
+                    user=self.settings.user,
+                    password=self.settings.password,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    ping_interval=10,
+                    max_outstanding_pings=3,
+                    pending_size=0,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                )
+            except Exception as exc:  # noqa: BLE001 - any failure here means "not yet"
+                log.warning("bus.connect_failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(self.settings.connect_retry_s)
+                continue
+            self._nc = nc
+            self._js = nc.jetstream(timeout=self.settings.publish_timeout_s)
+            log.info("bus.connected", servers=list(self.settings.servers))
+            self._connected_event.set()
+            while not self._closed:
+                if self._ensure and not self._streams_ok:
+                    try:
+                        await self.ensure_streams()
+                    except BusUnavailable as exc:
+                        log.warning("bus.streams_pending", error=str(exc))
+                        await asyncio.sleep(self.settings.connect_retry_s)
+                        continue
+                await asyncio.sleep(1.0)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("bus.disconnected")
+
+    async def _on_reconnected(self) -> None:
+        log.info("bus.reconnected")
+        for cb in list(self.on_reconnect):
+            await cb()
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("bus.error", error=f"{type(exc).__name__}: {exc}")
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self._connected_event.wait(), timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def ready(self) -> bool:
+        return self.connected and (self._streams_ok or not self._ensure)
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise BusUnavailable("not connected to NATS yet")
+        return self._js
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise BusUnavailable("not connected to NATS yet")
+        return self._nc
+
+    async def ensure_streams(self) -> None:
+        """Create the streams, or update them to the expected settings; idempotent."""
+        js = self.js
+        with translate_errors("ensure streams"):
+            for cfg in stream_configs(self.settings):
+                try:
+                    info = await js.stream_info(cfg.name or "")
+                except nats.js.errors.NotFoundError:
+                    await js.add_stream(cfg)
+                    log.info("bus.stream_created", stream=cfg.name)
+                    continue
+                have = info.config
+                if (have.subjects, have.duplicate_window, have.deny_delete, have.deny_purge) != (
+                    cfg.subjects, cfg.duplicate_window, cfg.deny_delete, cfg.deny_purge
+                ):
+                    await js.update_stream(cfg)
+                    log.info("bus.stream_updated", stream=cfg.name)
+        self._streams_ok = True
+
+    async def publish(
+        self, subject: str, data: bytes, *, msg_id: str, headers: Mapping[str, str] | None = None
+    ) -> PubResult:
+        """JetStream publish with `Nats-Msg-Id`; returns only after the server's ack."""
+        if not self.connected:
+            raise BusUnavailable("not connected to NATS")
+        hdrs = {MSG_ID: msg_id, **(headers or {})}
+        with translate_errors("publish"):
+            ack = await self.js.publish(subject, data, headers=hdrs)
+        return PubResult(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def get(self, stream: str, seq: int) -> Stored:
+        """Read one stored message back by stream sequence."""
+        with translate_errors("get message"):
+            raw = await self.js.get_msg(stream, seq)
+        return Stored(raw.subject or "", raw.seq or seq, raw.data or b"", dict(raw.headers or {}))
+
+    async def last_seq(self, stream: str) -> int:
+        with translate_errors("stream info"):
+            info = await self.js.stream_info(stream)
+        return int(info.state.last_seq)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Bus]:
+        async with self:
+            yield self

@@ -1,0 +1,309 @@
+"""The `broker` command (ICD §8). Configuration is read here, once, and passed in."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from broker.errors import BrokerError
+
+DEFAULT_STATE = Path(".broker")
+
+
+def _state(args: argparse.Namespace) -> Any:
+    from broker.state import StatePaths
+
+    return StatePaths(Path(args.state))
+
+
+def _run_file(paths: Any, name: str) -> Path:
+    return Path(paths.root) / "run" / name
+
+
+def _default_url(paths: Any, given: str | None) -> str:
+    if given:
+        return given
+    f = _run_file(paths, "gateway.url")
+    if not f.exists():
+        raise BrokerError(f"no running broker found ({f} missing): start `broker up` or pass --url")
+    return f.read_text().strip()
+
+
+# -- up -----------------------------------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from broker import logs
+
+    logs.configure(console=True)
+    return asyncio.run(_up(args))
+
+
+async def _up(args: argparse.Namespace) -> int:
+    from broker.examples import example_curl
+    from broker.service import System, SystemOptions
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    opts = SystemOptions(state=Path(args.state).resolve(), port=args.port)
+    async with System(opts) as system:
+        run = Path(opts.state) / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "gateway.url").write_text(system.gateway_url + "\n")
+        (run / "nats.url").write_text(system.nats_url + "\n")
+        out = sys.stdout
+        print("coordination broker is up", file=out)
+        width = max(len(c) for c, _ in system.status.lines)
+        for component, where in system.status.lines:
+            print(f"  {component.ljust(width)}  {where}", file=out)
+        if system.created:
+            print(f"  made: {', '.join(system.created)}", file=out)
+        print(f"\ngateway: {system.gateway_url}\nnats:    {system.nats_url}\n", file=out)
+        print("post a signed message (valid for 10 minutes; a second post answers 200 duplicate):", file=out)
+        print(example_curl(system.paths, system.gateway_url), file=out)
+        if args.demo:
+            from broker.demo import run_demo
+
+            await run_demo(system, out)
+        if args.exit_after_demo:
+            return 0
+        print("\nCtrl-C stops everything.", file=out, flush=True)
+        await stop.wait()
+        print("stopping ...", file=out, flush=True)
+    print("stopped.", file=sys.stdout, flush=True)
+    return 0
+
+
+# -- send ---------------------------------------------------------------------------------------------
+
+def cmd_send(args: argparse.Namespace) -> int:
+    return asyncio.run(_send(args))
+
+
+async def _send(args: argparse.Namespace) -> int:
+    from broker.client import GatewayClient, build_message, seal_message
+    from broker.pki import load_signing_key
+    from broker.policy import load_policy
+    from broker.tls import client_context
+
+    paths = _state(args)
+    doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    policy = load_policy(paths.policy)
+    sender = policy.senders.get(args.sender)
+    if sender is None:
+        raise BrokerError(f"{args.sender!r} is not a sender in {paths.policy}")
+    msg = build_message(
+        kind=doc["kind"], sender=args.sender, originator=doc.get("originator", sender.organisation),
+        label=doc["label"], body=doc["body"], msg_id=doc.get("id"), created=doc.get("created"),
+        in_reply_to=doc.get("in_reply_to"),
+    )
+    keyid, key = load_signing_key(paths, args.sender)
+    env = seal_message(msg, keyid, key)
+    ctx = client_context(paths.ca_crt, paths.tls_crt(args.sender), paths.tls_key(args.sender))
+    async with GatewayClient(_default_url(paths, args.url), ctx) as gw:
+        reply = await gw.post(env)
+    print(json.dumps(reply.body if not isinstance(reply.body, bytes) else reply.body.decode(), indent=2))
+    return 0 if reply.status in (200, 202) else 1
+
+
+# -- certs, keys, schemas -----------------------------------------------------------------------------
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    from broker.pki import ensure_server_cert, init_ca
+
+    paths = _state(args)
+    made = init_ca(paths)
+    made_server = ensure_server_cert(paths)
+    print(f"CA {'made' if made else 'kept'}: {paths.ca_crt}")
+    print(f"server certificate {'made' if made_server else 'kept'}: {paths.server_crt}")
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from broker.pki import ensure_defaults, new_operator, new_sender
+
+    paths = _state(args)
+    if not paths.policy.exists():
+        ensure_defaults(paths)
+    if args.operator:
+        if not args.clearance or args.publishes:
+            raise BrokerError("an operator takes --clearance POLICY:LEVEL[:CAVEAT+CAVEAT] and no --publishes")
+        new_operator(paths, args.id, args.org, args.clearance)
+        print(f"operator {args.id} ({args.org}, {args.clearance}): {paths.identity_dir(args.id)}")
+    else:
+        if not args.publishes or args.clearance:
+            raise BrokerError("a sender takes --publishes KIND[,KIND...] and no --clearance")
+        kinds = [k.strip() for k in args.publishes.split(",") if k.strip()]
+        new_sender(paths, args.id, args.org, kinds, key_name=args.key_name)
+        print(f"sender {args.id} ({args.org}, publishes {', '.join(kinds)}): {paths.identity_dir(args.id)}")
+    return 0
+
+
+def cmd_schemas_export(args: argparse.Namespace) -> int:
+    from schemas.export import export
+
+    for p in export(Path(args.dir)):
+        print(p)
+    return 0
+
+
+# -- audit --------------------------------------------------------------------------------------------
+
+async def _read_live_log(paths: Any, nats_url: str | None) -> list[bytes]:
+    from broker.audit.writer import read_log
+    from broker.bus import Bus, BusSettings
+
+    url = nats_url or _run_file(paths, "nats.url").read_text().strip()
+    async with Bus(BusSettings(servers=(url,), name="coord-audit-export"), ensure_streams=False) as bus:
+        await bus.wait_connected(timeout=10)
+        return [data for _, data in await read_log(bus)]
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    paths = _state(args)
+    chunks = asyncio.run(_read_live_log(paths, args.nats_url))
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115 - closed below
+    try:
+        for c in chunks:
+            out.write(c)
+    finally:
+        if args.out:
+            out.close()
+    return 0
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    if not enabled:
+        yield None
+        return
+
+    def show(n: int) -> None:
+        sys.stderr.write(f"\r  verified {n:,} records")
+        sys.stderr.flush()
+
+    yield show
+    sys.stderr.write("\n")
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from broker.audit.verify import VerifyError, verify_export
+    from broker.policy import load_policy
+
+    paths = _state(args)
+    policy = load_policy(paths.policy)
+    trusted = {kid: Ed25519PublicKey.from_public_bytes(k.public_key) for kid, k in policy.broker_keys.items()}
+    origin = f"coord-broker/{policy.name}"
+    trusted_cp = Path(args.checkpoint).read_text() if args.checkpoint else None
+    lines: Any
+    if args.file:
+        lines = open(args.file, "rb")  # noqa: SIM115 - closed below
+    else:
+        lines = [ln for chunk in asyncio.run(_read_live_log(paths, args.nats_url)) for ln in chunk.splitlines()]
+    try:
+        with _progress(sys.stderr.isatty()) as progress:
+            report = verify_export(lines, trusted, origin, trusted_checkpoint=trusted_cp, progress=progress)
+    except VerifyError as exc:
+        print(f"audit log BROKEN: {exc.name}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        if args.file:
+            lines.close()
+    print(f"audit log verified: {report.records} records, {report.checkpoints} checkpoints, "
+          f"signed up to {report.verified_size}, {report.records_per_second:,.0f} records/s")
+    return 0
+
+
+# -- tail ---------------------------------------------------------------------------------------------
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from broker.tail import run_tail
+
+    paths = _state(args)
+    try:
+        return asyncio.run(run_tail(paths, _default_url(paths, args.url), args))
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- parser -------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="broker", description="EU-NATO coordination broker (see ICD §8)")
+    p.add_argument("--state", default=str(DEFAULT_STATE), help="state folder (default ./.broker)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="run the whole system on this machine")
+    up.add_argument("--port", type=int, default=8443, help="gateway port (0: any free port)")
+    up.add_argument("--demo", action="store_true", help="play the coordination scenario")
+    up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
+    up.set_defaults(func=cmd_up)
+
+    send = sub.add_parser("send", help="sign a message file and post it")
+    send.add_argument("file")
+    send.add_argument("--as", dest="sender", required=True)
+    send.add_argument("--url")
+    send.set_defaults(func=cmd_send)
+
+    certs = sub.add_parser("certs").add_subparsers(dest="certs_cmd", required=True)
+    certs.add_parser("init", help="make the dev CA and server certificate").set_defaults(func=cmd_certs_init)
+
+    keys = sub.add_parser("keys").add_subparsers(dest="keys_cmd", required=True)
+    kn = keys.add_parser("new", help="make a sender or operator identity")
+    kn.add_argument("id")
+    kn.add_argument("--org", required=True)
+    kn.add_argument("--publishes")
+    kn.add_argument("--operator", action="store_true")
+    kn.add_argument("--clearance")
+    kn.add_argument("--key-name")
+    kn.set_defaults(func=cmd_keys_new)
+
+    schemas = sub.add_parser("schemas").add_subparsers(dest="schemas_cmd", required=True)
+    se = schemas.add_parser("export", help="write the JSON Schemas to a folder")
+    se.add_argument("dir")
+    se.set_defaults(func=cmd_schemas_export)
+
+    audit = sub.add_parser("audit").add_subparsers(dest="audit_cmd", required=True)
+    ae = audit.add_parser("export", help="the audit log as JSON lines")
+    ae.add_argument("--out")
+    ae.add_argument("--nats-url")
+    ae.set_defaults(func=cmd_audit_export)
+    av = audit.add_parser("verify", help="verify an export (or the live log)")
+    av.add_argument("file", nargs="?")
+    av.add_argument("--checkpoint", help="a trusted checkpoint note (file) the log must reach")
+    av.add_argument("--nats-url")
+    av.set_defaults(func=cmd_audit_verify)
+
+    tail = sub.add_parser("tail", help="follow the audited stream as an operator")
+    tail.add_argument("--as", dest="operator", required=True)
+    tail.add_argument("--kind")
+    tail.add_argument("--originator")
+    tail.add_argument("--since")
+    tail.add_argument("--json", action="store_true")
+    tail.add_argument("--no-follow", action="store_true")
+    tail.add_argument("--url")
+    tail.set_defaults(func=cmd_tail)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except (BrokerError, OSError, ValueError, KeyError) as exc:
+        print(f"broker: {exc}", file=sys.stderr)
+        return 2
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The whole system on one machine, assembled once from its options (what `broker up` runs).
+
+    NatsServer ─ Bus(audit) ─ AuditWriter
+               ─ Bus(gateway) ─ Gateway (HTTPS, mTLS) ─ JetStream COORD_ACCEPTED
+               ─ Bus(dispatcher) ─ Dispatcher ─ JetStream COORD_DELIVER
+               ─ Bus(adapter-x) ─ Adapter x ─ StubNativeSystem x        (x = nsatu, eumam, udcg)
+
+Each part is an async context manager entered on one `AsyncExitStack`, so leaving the `System`
+stops everything it started, in reverse order, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+from aiohttp import web
+
+from adapters.formats import codec_for
+from adapters.runtime import Adapter, AdapterIdentity
+from adapters.stub import StubNativeSystem
+from broker.audit.writer import AuditWriter
+from broker.bus import Bus, BusSettings
+from broker.client import GatewayClient
+from broker.dispatcher import Dispatcher
+from broker.metrics import Registry
+from broker.natsd import NatsServer
+from broker.pki import ensure_defaults, load_signing_key
+from broker.policy import PolicyHolder
+from broker.state import StatePaths
+from broker.tls import client_context, server_context
+from broker.web_audit import AuditApi
+from broker.web_gateway import Gateway, build_app
+
+log = structlog.get_logger(__name__)
+
+ORGANISATIONS: dict[str, str] = {"NSATU": "nsatu", "EUMAM": "eumam", "UDCG": "udcg"}
+
+
+@dataclass(frozen=True, slots=True)
+class SystemOptions:
+    state: Path
+    host: str = "127.0.0.1"
+    port: int = 8443
+    nats_url: str | None = None  # None: start the embedded nats-server
+    adapters: bool = True
+    adapter_ack_wait_s: float = 30.0
+    checkpoint_interval_s: float = 10.0
+
+
+@dataclass
+class Status:
+    lines: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, component: str, where: str) -> None:
+        self.lines.append((component, where))
+
+
+class System:
+    """`async with System(options) as system:` runs everything; `system.status` says where."""
+
+    def __init__(self, options: SystemOptions) -> None:
+        self.options = options
+        self.paths = StatePaths(options.state)
+        self.metrics = Registry()
+        self.status = Status()
+        self.created: list[str] = []
+        self.stubs: dict[str, StubNativeSystem] = {}
+        self.adapters: dict[str, Adapter] = {}
+        self.nats: NatsServer | None = None
+        self._stack = AsyncExitStack()
+        self.gateway_url = ""
+        self.nats_url = ""
+
+    async def __aenter__(self) -> System:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    def bus_settings(self, name: str) -> BusSettings:
+        p = self.holder.current
+        return BusSettings(
+            servers=(self.nats_url,),
+            name=name,
+            duplicate_window_s=max(900.0, p.max_age_s + p.max_skew_s + 60.0),
+        )
+
+    async def _start(self) -> None:
+        o, paths, st = self.options, self.paths, self._stack
+        self.created = ensure_defaults(paths)
+        self.holder = PolicyHolder(paths.policy)
+        watcher = asyncio.create_task(self.holder.watch(), name="policy-watch")
+        st.push_async_callback(_cancel, watcher)
+        self.status.add("policy", f"{paths.policy} (reloaded on change)")
+
+        if o.nats_url is None:
+            self.nats = await st.enter_async_context(NatsServer(paths.nats_dir))
+            self.nats_url = self.nats.url
+            self.status.add("nats", f"{self.nats_url} (embedded, JetStream in {paths.nats_dir})")
+        else:
+            self.nats_url = o.nats_url
+            self.status.add("nats", f"{self.nats_url} (external)")
+
+        policy = self.holder.current
+        broker_keyid, broker_key = load_signing_key(paths, "broker")
+        audit_bus = await st.enter_async_context(Bus(self.bus_settings("coord-audit")))
+        self.audit = await st.enter_async_context(
+            AuditWriter(audit_bus, instance=policy.name, key_name=broker_keyid, signing_key=broker_key,
+                        metrics=self.metrics, checkpoint_interval_s=o.checkpoint_interval_s)
+        )
+        await asyncio.wait_for(self.audit.ready.wait(), timeout=60)
+        self.status.add("audit", f"tree size {self.audit.tree.size}, checkpoints signed by {broker_keyid}")
+
+        gw_bus = await st.enter_async_context(Bus(self.bus_settings("coord-gateway")))
+        self.gateway = Gateway(policy=self.holder, bus=gw_bus, audit=self.audit, metrics=self.metrics,
+                               instance=policy.name)
+        audit_api = AuditApi(policy=self.holder, audit=self.audit, bus=audit_bus, instance=policy.name)
+        app = build_app(self.gateway, audit_api.add_routes)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        st.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, o.host, o.port,
+                           ssl_context=server_context(paths.ca_crt, paths.server_crt, paths.server_key))
+        await site.start()
+        port = runner.addresses[0][1]
+        self.gateway_url = f"https://{o.host}:{port}"
+        self.status.add("gateway", f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt})")
+
+        disp_bus = await st.enter_async_context(Bus(self.bus_settings("coord-dispatcher")))
+        self.dispatcher = await st.enter_async_context(
+            Dispatcher(disp_bus, policy=self.holder, audit=self.audit, broker_keyid=broker_keyid,
+                       broker_key=broker_key, metrics=self.metrics)
+        )
+        self.status.add("dispatcher", f"durable consumer on COORD_ACCEPTED, countersigning as {broker_keyid}")
+
+        if o.adapters:
+            for org, name in ORGANISATIONS.items():
+                await self._start_adapter(org, name)
+
+    async def _start_adapter(self, org: str, name: str) -> None:
+        paths, st = self.paths, self._stack
+        codec = codec_for(name)
+        stub = await st.enter_async_context(StubNativeSystem(name, codec.media_type))
+        self.stubs[org] = stub
+        sender = f"{name}-adapter"
+        keyid, key = load_signing_key(paths, sender)
+        client = await st.enter_async_context(
+            GatewayClient(self.gateway_url, client_context(paths.ca_crt, paths.tls_crt(sender), paths.tls_key(sender)))
+        )
+        bus = await st.enter_async_context(Bus(self.bus_settings(f"coord-adapter-{name}")))
+        adapter = await st.enter_async_context(
+            Adapter(org=org, codec=codec, native_url=stub.url, bus=bus, policy=self.holder, audit=self.audit,
+                    identity=AdapterIdentity(sender, keyid, key), gateway=client,
+                    state_dir=paths.root / "adapters" / name, ack_wait_s=self.options.adapter_ack_wait_s)
+        )
+        self.adapters[org] = adapter
+        self.status.add(f"adapter {org}", f"delivers to stub {stub.url} ({codec.media_type}), publishes as {sender}")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,115 @@
+"""DSSE v1 (ICD §4): PAE, base64 in either alphabet, Ed25519 signing and verification.
+
+Bytes are signed, never structures: a verifier checks the exact payload bytes carried and only
+then lets anything parse them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from broker.errors import SignatureError
+
+_STD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def pae(payload_type: str | bytes, payload: bytes) -> bytes:
+    """`DSSEv1 SP LEN(type) SP type SP LEN(body) SP body`, LEN the byte length in decimal."""
+    t = payload_type.encode("utf-8") if isinstance(payload_type, str) else payload_type
+    return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
+
+
+def b64decode_any(text: str) -> bytes:
+    """Decode RFC 4648 §4 or §5 base64 (padding optional); raise ValueError on anything else."""
+    raw = text.encode("ascii", "strict") if text.isascii() else None
+    if raw is None:
+        raise ValueError("base64 text must be ASCII")
+    body = raw.rstrip(b"=")
+    if len(raw) - len(body) > 2:
+        raise ValueError("too much base64 padding")
+    chars = set(body)
+    if chars <= _STD:
+        std = body
+    elif chars <= _URL:
+        std = body.replace(b"-", b"+").replace(b"_", b"/")
+    else:
+        raise ValueError("not base64 (characters outside one alphabet)")
+    if len(std) % 4 == 1:
+        raise ValueError("base64 length is impossible")
+    try:
+        return base64.b64decode(std + b"=" * (-len(std) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"bad base64: {exc}") from None
+
+
+def b64encode(data: bytes) -> str:
+    """RFC 4648 §4 with padding: what the broker writes."""
+    return base64.b64encode(data).decode("ascii")
+
+
+@lru_cache(maxsize=4096)
+def public_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object for 32 raw bytes, cached: loading is not free on the hot path."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def verify_raw(raw_public_key: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        public_key(raw_public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def sign(private_key: Ed25519PrivateKey, payload_type: str, payload: bytes) -> bytes:
+    return private_key.sign(pae(payload_type, payload))
+
+
+@dataclass(frozen=True, slots=True)
+class RawSignature:
+    keyid: str | None
+    sig: str  # base64 as carried
+
+
+def verify_threshold(
+    payload_type: str,
+    payload_b64: str,
+    signatures: Sequence[RawSignature],
+    trusted: Mapping[str, bytes],
+    *,
+    threshold: int,
+    supported_types: Iterable[str],
+) -> bytes:
+    """General DSSE verification: returns the payload bytes once `threshold` distinct trusted keys
+    signed it. A signature with a key id is checked against that key only; without one, against
+    every trusted key. Raises SignatureError otherwise."""
+    if not payload_type or payload_type not in set(supported_types):
+        raise SignatureError("unsupported payload type")
+    try:
+        payload = b64decode_any(payload_b64)
+    except ValueError as exc:
+        raise SignatureError(f"payload: {exc}") from None
+    message = pae(payload_type, payload)
+    signers: set[str] = set()
+    for s in signatures:
+        try:
+            sig = b64decode_any(s.sig)
+        except ValueError:
+            continue
+        candidates = [s.keyid] if s.keyid is not None else list(trusted)
+        for name in candidates:
+            key = trusted.get(name) if name is not None else None
+            if key is not None and name not in signers and verify_raw(key, sig, message):
+                signers.add(name)
+                break
+    if len(signers) < threshold:
+        raise SignatureError(f"{len(signers)} valid signature(s) from distinct trusted keys; need {threshold}")
+    return payload

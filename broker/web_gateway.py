@@ -1,0 +1,284 @@
+"""The gateway's HTTP API (ICD §6): intake over mutual TLS into JetStream.
+
+Handlers are thin: read the body within its limit, find the client's identity in its certificate,
+pass the bytes to `Intake`, publish what it admits, answer. Every refusal is audited as `rejected`
+and rendered by `web_problems`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from broker.audit.records import AuditEvent, AuditSink
+from broker.bus import ACCEPTED_STREAM, HDR_DIGEST, HDR_RECEIVED, HDR_SENDER, Bus
+from broker.clock import rfc3339, utcnow
+from broker.errors import BusUnavailable, Problem
+from broker.intake import Admitted, Intake, Partial, Refused
+from broker.metrics import Registry
+from broker.policy import Policy
+from broker.ratelimit import RateLimiter
+from broker.web_problems import problem_middleware, problem_response
+from schemas.export import all_schemas
+
+log = structlog.get_logger(__name__)
+_ENC = msgspec.json.Encoder()
+
+BATCH_MAX_LINES = 1000
+BATCH_MAX_BYTES = 4 * 1024 * 1024
+
+
+class PolicySource(Protocol):
+    @property
+    def current(self) -> Policy: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: int
+    body: dict[str, Any]
+    problem: Problem | None = None
+
+
+def client_identity(request: web.Request) -> str:
+    """The subject CN of the verified client certificate (the TLS layer already required one)."""
+    cert = request.transport.get_extra_info("peercert") if request.transport else None
+    cns = [v for rdn in (cert or {}).get("subject", ()) for (k, v) in rdn if k == "commonName"]
+    if len(cns) != 1:
+        raise Problem("forbidden", "a client certificate with exactly one subject CN is required")
+    return str(cns[0])
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise Problem("too-large", f"the body is limited to {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise Problem("too-large", f"the body is limited to {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def require_media_type(request: web.Request, expected: str) -> None:
+    charset = request.charset
+    if request.content_type != expected or (charset is not None and charset.lower() != "utf-8"):
+        raise Problem("unsupported-media-type", f"Content-Type must be {expected}")
+
+
+class Gateway:
+    """Owns the checks-and-store path; `routes()` exposes it over HTTP."""
+
+    def __init__(
+        self,
+        *,
+        policy: PolicySource,
+        bus: Bus,
+        audit: AuditSink,
+        metrics: Registry,
+        instance: str,
+    ) -> None:
+        self.policy = policy
+        self.bus = bus
+        self.audit = audit
+        self.instance = instance
+        self.intake = Intake()
+        self.limiter = RateLimiter()
+        self.m_requests = metrics.counter(
+            "coord_http_requests_total", "HTTP requests by path and status", ("path", "status")
+        )
+        self.m_accepted = metrics.counter("coord_messages_accepted_total", "messages stored")
+        self.m_duplicates = metrics.counter("coord_messages_duplicate_total", "identical resends")
+        self.m_rejected = metrics.counter(
+            "coord_messages_rejected_total", "messages refused, by problem", ("reason",)
+        )
+        self.m_latency = metrics.histogram("coord_http_request_seconds", "request latency")
+        self.metrics = metrics
+        self.schemas = {name: _ENC.encode(doc) for name, doc in all_schemas().items()}
+
+    # -- the path of one message -------------------------------------------------------------
+
+    async def submit(self, raw: bytes, client: str, policy: Policy) -> Outcome:
+        """Check, store and audit one envelope; never raises for the message's own faults."""
+        try:
+            admitted = self.intake.check(raw, client, policy, utcnow())
+            return await self._store(admitted)
+        except Refused as r:
+            await self._rejected(r, client)
+            return Outcome(r.status, r.to_dict(), r)
+
+    async def _store(self, a: Admitted) -> Outcome:
+        m = a.message
+        headers = {HDR_DIGEST: a.digest, HDR_SENDER: a.sender, HDR_RECEIVED: rfc3339(utcnow())}
+        try:
+            res = await self.bus.publish(a.subject, a.envelope, msg_id=m.id, headers=headers)
+            if res.duplicate:
+                stored = await self.bus.get(ACCEPTED_STREAM, res.seq)
+        except BusUnavailable as exc:
+            log.warning("gateway.bus_unavailable", error=str(exc))
+            raise self._refuse(a, Problem("unavailable", "the message bus is down; retry with the same id"))
+        if res.duplicate:
+            if stored.headers.get(HDR_DIGEST) != a.digest:
+                raise self._refuse(
+                    a, Problem("id-conflict", "this id was already used for different bytes; use a new id")
+                )
+            self.m_duplicates.inc()
+            return Outcome(200, {"id": m.id, "seq": res.seq, "duplicate": True})
+        self.m_accepted.inc()
+        await self.audit.record(
+            AuditEvent(
+                event="accepted",
+                time=rfc3339(utcnow()),
+                message_id=m.id,
+                kind=m.kind,
+                originator=m.originator,
+                label=m.label,
+                actor=a.sender,
+                envelope_sha256=a.digest,
+            )
+        )
+        return Outcome(202, {"id": m.id, "seq": res.seq})
+
+    @staticmethod
+    def _refuse(a: Admitted, p: Problem) -> Refused:
+        m = a.message
+        return Refused(p, a.digest, Partial(m.id, m.kind, m.originator, m.label))
+
+    async def _rejected(self, r: Refused, client: str) -> None:
+        self.m_rejected.inc(r.name)
+        pt = r.partial
+        await self.audit.record(
+            AuditEvent(
+                event="rejected",
+                time=rfc3339(utcnow()),
+                message_id=pt.id,
+                kind=pt.kind,
+                originator=pt.originator,
+                label=pt.label,
+                actor=client,
+                reason=r.name,
+                envelope_sha256=r.digest,
+            )
+        )
+
+    def _rate(self, client: str, policy: Policy, n: int) -> None:
+        sender = policy.senders.get(client)
+        rate = sender.rate_per_s if sender is not None and sender.rate_per_s is not None else policy.rate_per_s
+        wait = self.limiter.take(client, n, rate, policy.rate_burst)
+        if wait > 0:
+            retry = max(1, int(wait + 0.999)) if wait != float("inf") else 60
+            raise Problem("rate-limited", f"at most {rate:g} messages/s per sender", retry_after=retry)
+
+    async def _rate_checked(self, client: str, policy: Policy, n: int) -> None:
+        try:
+            self._rate(client, policy, n)
+        except Problem as p:
+            self.m_rejected.inc(p.name)
+            await self.audit.record(
+                AuditEvent(event="rejected", time=rfc3339(utcnow()), actor=client, reason=p.name)
+            )
+            raise
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        client = client_identity(request)
+        policy = self.policy.current
+        require_media_type(request, "application/json")
+        raw = await read_limited(request, policy.max_body_bytes)
+        await self._rate_checked(client, policy, 1)
+        out = await self.submit(raw, client, policy)
+        if out.problem is not None:
+            return problem_response(out.problem)
+        return web.Response(status=out.status, body=_ENC.encode(out.body), content_type="application/json")
+
+    async def post_batch(self, request: web.Request) -> web.Response:
+        client = client_identity(request)
+        policy = self.policy.current
+        require_media_type(request, "application/x-ndjson")
+        raw = await read_limited(request, BATCH_MAX_BYTES)
+        lines = raw.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        if len(lines) > BATCH_MAX_LINES:
+            raise Problem("too-large", f"a batch holds at most {BATCH_MAX_LINES} lines")
+        if not lines:
+            raise Problem("malformed", "a batch holds at least one envelope line")
+        await self._rate_checked(client, policy, len(lines))
+        outs = await asyncio.gather(*(self._batch_line(line, client, policy) for line in lines))
+        results = [o.body if o.status < 400 else {"problem": o.body} for o in outs]
+        return web.Response(status=200, body=_ENC.encode({"results": results}), content_type="application/json")
+
+    async def _batch_line(self, line: bytes, client: str, policy: Policy) -> Outcome:
+        if len(line) > policy.max_body_bytes:
+            p = Problem("too-large", f"one envelope is limited to {policy.max_body_bytes} bytes")
+            r = Refused(p, hashlib.sha256(line).hexdigest(), Partial())
+            await self._rejected(r, client)
+            return Outcome(r.status, r.to_dict())
+        try:
+            return await self.submit(line.rstrip(b"\r"), client, policy)
+        except Problem as p:  # unavailable: per line, so the rest of the batch still answers
+            return Outcome(p.status, p.to_dict())
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "instance": self.instance})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = self.bus.ready
+        return web.json_response(
+            {"ready": ready, "bus": "connected" if self.bus.connected else "down"}, status=200 if ready else 503
+        )
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8",
+                            headers={"X-Prometheus-Format": "0.0.4"})
+
+    async def schema_index(self, request: web.Request) -> web.Response:
+        docs = {name: msgspec.json.decode(b) for name, b in self.schemas.items()}
+        return web.Response(body=_ENC.encode(docs), content_type="application/schema+json")
+
+    async def schema_one(self, request: web.Request) -> web.Response:
+        name = request.match_info["kind"]
+        body = self.schemas.get(name)
+        if body is None:
+            raise Problem("not-found", f"no schema {name!r}; known: {', '.join(self.schemas)}")
+        return web.Response(body=body, content_type="application/schema+json")
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/messages", self.post_message)
+        app.router.add_post("/v1/messages/batch", self.post_batch)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_text)
+        app.router.add_get("/v1/schemas", self.schema_index)
+        app.router.add_get("/v1/schemas/{kind}", self.schema_one)
+
+    @web.middleware
+    async def observe(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        resp = await handler(request)
+        self.m_latency.observe(time.perf_counter() - t0)
+        route = request.match_info.route.resource
+        path = route.canonical if route is not None else "other"
+        self.m_requests.inc(path, str(resp.status))
+        return resp
+
+
+def build_app(gateway: Gateway, extra: Callable[[web.Application], None] | None = None) -> web.Application:
+    app = web.Application(middlewares=[gateway.observe, problem_middleware], client_max_size=BATCH_MAX_BYTES + 1)
+    gateway.add_routes(app)
+    if extra is not None:
+        extra(app)
+    return app

@@ -1,0 +1,44 @@
+"""Rendering of every error as `application/problem+json` (RFC 9457), in one middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from broker.errors import Problem
+
+log = structlog.get_logger(__name__)
+PROBLEM_JSON = "application/problem+json"
+_ENC = msgspec.json.Encoder()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem_response(p: Problem) -> web.Response:
+    headers = {"Retry-After": str(p.retry_after)} if p.retry_after is not None else None
+    return web.Response(status=p.status, body=_ENC.encode(p.to_dict()), content_type=PROBLEM_JSON,
+                        headers=headers)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as p:
+        return problem_response(p)
+    except web.HTTPNotFound:
+        return problem_response(Problem("not-found", "no such path; see ICD §6 for the API"))
+    except web.HTTPMethodNotAllowed as exc:
+        return problem_response(
+            Problem("method-not-allowed", f"allowed: {', '.join(sorted(exc.allowed_methods))}")
+        )
+    except web.HTTPRequestEntityTooLarge:
+        return problem_response(Problem("too-large", "the request body is over the limit"))
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("gateway.internal_error", path=request.path)
+        return problem_response(Problem("internal", "the broker failed; nothing was stored"))

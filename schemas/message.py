@@ -1,0 +1,146 @@
+"""The signed message of ICD §3 and the DSSE envelope of ICD §4.
+
+The message is one tagged union over the seven kinds (`kind` is the tag), so a single typed
+decoder, built once, reads any message and names the JSON path of the first schema error.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from schemas.kinds import (
+    BODY_TYPES,
+    CapabilityPledge,
+    DeliveryStatus,
+    IndustryExchange,
+    LessonLearned,
+    StatusUpdate,
+    TrainingOffer,
+    TrainingRequest,
+)
+from schemas.label import Label, OrgCode
+
+PAYLOAD_TYPE = "application/vnd.coord.message+json; version=1"
+
+MessageId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+        description="RFC 9562 UUID, lowercase canonical text",
+    ),
+]
+SenderId = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{2,62}$")]
+KeyId = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{2,62}:[A-Za-z0-9._-]{1,64}$", max_length=128)
+]
+Timestamp = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$",
+        description="RFC 3339 UTC with Z",
+    ),
+]
+
+
+class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind", kw_only=True, omit_defaults=True):
+    """Fields common to every kind; `kind` is the union's tag."""
+
+    kind_name: ClassVar[str]
+
+    id: MessageId
+    version: Literal[1]
+    originator: OrgCode
+    sender: SenderId
+    created: Timestamp
+    label: Label
+    in_reply_to: MessageId | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.kind_name
+
+
+class StatusUpdateMessage(_Message, tag="status.update", frozen=True):
+    kind_name = "status.update"
+    body: StatusUpdate
+
+
+class CapabilityPledgeMessage(_Message, tag="capability.pledge", frozen=True):
+    kind_name = "capability.pledge"
+    body: CapabilityPledge
+
+
+class DeliveryStatusMessage(_Message, tag="delivery.status", frozen=True):
+    kind_name = "delivery.status"
+    body: DeliveryStatus
+
+
+class TrainingOfferMessage(_Message, tag="training.offer", frozen=True):
+    kind_name = "training.offer"
+    body: TrainingOffer
+
+
+class TrainingRequestMessage(_Message, tag="training.request", frozen=True):
+    kind_name = "training.request"
+    body: TrainingRequest
+
+
+class LessonLearnedMessage(_Message, tag="lesson.learned", frozen=True):
+    kind_name = "lesson.learned"
+    body: LessonLearned
+
+
+class IndustryExchangeMessage(_Message, tag="industry.exchange", frozen=True):
+    kind_name = "industry.exchange"
+    body: IndustryExchange
+
+
+Message = (
+    StatusUpdateMessage
+    | CapabilityPledgeMessage
+    | DeliveryStatusMessage
+    | TrainingOfferMessage
+    | TrainingRequestMessage
+    | LessonLearnedMessage
+    | IndustryExchangeMessage
+)
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    t.kind_name: t
+    for t in (
+        StatusUpdateMessage,
+        CapabilityPledgeMessage,
+        DeliveryStatusMessage,
+        TrainingOfferMessage,
+        TrainingRequestMessage,
+        LessonLearnedMessage,
+        IndustryExchangeMessage,
+    )
+}
+assert set(MESSAGE_TYPES) == set(BODY_TYPES)  # noqa: S101 - import-time consistency check
+
+
+class Signature(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    keyid: Annotated[str, msgspec.Meta(max_length=200)]
+    sig: Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """DSSE v1 envelope. `payload` and `sig` are base64 (either alphabet on input)."""
+
+    payload_type: str
+    payload: str
+    signatures: list[Signature]
+
+
+MESSAGE_DECODER: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
+ENVELOPE_DECODER: msgspec.json.Decoder[Envelope] = msgspec.json.Decoder(Envelope)
+ENCODER = msgspec.json.Encoder()
+
+
+def message_to_builtins(msg: Message) -> dict[str, Any]:
+    """The message as plain JSON-able data (for tools and tests)."""
+    out: dict[str, Any] = msgspec.to_builtins(msg)
+    return out
