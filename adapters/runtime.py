@@ -22,6 +22,8 @@ import asyncio
 import base64
 import contextlib
 import os
+import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +48,14 @@ from broker.errors import BusUnavailable, MarkingError
 from broker.web_gateway import PolicySource
 
 log = structlog.get_logger(__name__)
+
+_MESSAGE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def _message_id(ref: str | None) -> str | None:
+    """A native `in_reply_to` that quotes a broker message id (a delivered document's `ref`) is kept as
+    the message's `in_reply_to`; a native system's own document ids mean nothing to the broker."""
+    return ref if ref is not None and _MESSAGE_ID.match(ref) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +175,8 @@ class Adapter:
                         continue
                     idle = 0
                     for m in msgs:
-                        await self._deliver(m)
+                        async with self._kept_in_progress(m):
+                            await self._deliver(m)
             except asyncio.CancelledError:
                 raise
             except (BusUnavailable, nats.errors.Error) as exc:
@@ -175,6 +186,25 @@ class Adapter:
                 log.exception("adapter.outbound_failed", org=self.org)
                 await asyncio.sleep(1.0)
 
+    @contextlib.asynccontextmanager
+    async def _kept_in_progress(self, m: Msg) -> AsyncIterator[None]:
+        """Tell JetStream, every third of the ack wait, that the delivery is still being worked on, so a
+        slow hand-over is never taken for a lost one and given to another consumer of the durable."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.ack_wait_s / 3)
+                with contextlib.suppress(Exception):
+                    await m.in_progress()
+
+        task = asyncio.create_task(beat(), name=f"{self.durable}-in-progress")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def _deliver(self, m: Msg) -> None:
         digest = (m.headers or {}).get(HDR_DIGEST)
         policy = self.policy.current
@@ -182,7 +212,7 @@ class Adapter:
             msg = verify_delivery(m.data, self.org, policy)
         except DeliveryRefused as r:
             log.warning("adapter.delivery_refused", org=self.org, reason=r.reason)
-            await self._dead_letter(m, None, r.reason, digest)
+            await self._dead_letter(m, r.message, r.reason, digest)
             return
         if await self._already_delivered(msg.id):
             self.stats.duplicates_skipped += 1
@@ -197,7 +227,12 @@ class Adapter:
         except (NativeFormatError, MarkingError):
             await self._dead_letter(m, msg, "unrenderable", digest)
             return
-        status = await self._post_native(m, msg.id, doc)
+        try:
+            status = await self._post_native(m, msg.id, doc)
+        except DeliveryRefused as r:  # the policy changed while the native system was unavailable
+            log.warning("adapter.delivery_refused", org=self.org, reason=r.reason)
+            await self._dead_letter(m, r.message, r.reason, digest)
+            return
         if status >= 400:
             await self._dead_letter(m, msg, f"native-rejected-{status}", digest)
             return
@@ -216,7 +251,8 @@ class Adapter:
         return True
 
     async def _post_native(self, m: Msg, msg_id: str, doc: bytes) -> int:
-        """POST until the native system answers for good: 2xx, or a permanent 4xx (returned)."""
+        """POST until the native system answers for good: 2xx, or a permanent 4xx (returned). Before each
+        retry the delivery is verified again with the policy in force (raises DeliveryRefused)."""
         assert self._http is not None  # noqa: S101 - set in __aenter__
         delay = 0.1
         while True:
@@ -236,6 +272,7 @@ class Adapter:
                 await m.in_progress()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff_s)
+            verify_delivery(m.data, self.org, self.policy.current)
 
     async def _dead_letter(self, m: Msg, msg: Any, reason: str, digest: str | None) -> None:
         headers = {MSG_ID: f"dead-{m.metadata.sequence.stream}-{self.org}", "Coord-Reason": reason,
@@ -311,7 +348,7 @@ class Adapter:
         for n in natives:
             msg = build_message(
                 kind=n.kind, sender=self.identity.sender, originator=self.org,
-                label=msgspec.to_builtins(n.label), body=n.body,
+                label=msgspec.to_builtins(n.label), body=n.body, in_reply_to=_message_id(n.in_reply_to),
             )
             envelopes.append(seal_message(msg, self.identity.keyid, self.identity.key))
         for env in envelopes:
@@ -326,7 +363,9 @@ class Adapter:
                     break
                 if reply is not None and reply.status < 500 and reply.status != 429:
                     problem = reply.body if isinstance(reply.body, dict) else {}
-                    self.stats.inbound_errors.append(f"document {seq}: gateway refused: {problem.get('type')}")
+                    self.stats.inbound_errors.append(
+                        f"document {seq}: gateway refused: {problem.get('type')}"
+                    )
                     log.warning("adapter.gateway_refused", org=self.org, seq=seq, problem=problem.get("type"))
                     break
                 await asyncio.sleep(delay)  # gateway or bus down, or rate-limited: same envelope, same id

@@ -25,6 +25,7 @@ HTTP API:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Callable
@@ -74,6 +75,7 @@ class StubNativeSystem:
         self.received: list[Document] = []
         self.outbox: list[Document] = []
         self.attempts = 0
+        self.delay_s = 0.0  # a slow native system: each accepted POST /inbox is answered this much later
         self._codec = CODECS.get(name.lower()) if validate else None
         self._down = False
         self._fail_until = 0.0
@@ -146,6 +148,8 @@ class StubNativeSystem:
         reason = self._refusal(body)
         if reason is not None:
             return web.json_response({"error": reason}, status=422)
+        if self.delay_s > 0:
+            await asyncio.sleep(self.delay_s)
         doc = Document(len(self.received) + 1, body, request.headers.get("Content-Type", ""))
         self.received.append(doc)
         return web.json_response({"seq": doc.seq}, status=202)

@@ -17,11 +17,13 @@ from schemas.message import ENVELOPE_DECODER, MESSAGE_DECODER, PAYLOAD_TYPE, Mes
 
 
 class DeliveryRefused(ValueError):
-    """A delivery that must not reach the native system; `reason` is a short code for the audit."""
+    """A delivery that must not reach the native system; `reason` is a short code for the audit.
+    `message` is the delivery's message when both signatures verified (so the audit can name it)."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, message: Message | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.message = message
 
 
 def verify_delivery(data: bytes, org: str, policy: Policy) -> Message:
@@ -50,7 +52,7 @@ def verify_delivery(data: bytes, org: str, policy: Policy) -> Message:
         raise DeliveryRefused("countersignature", "the broker's countersignature is missing or forged")
     o = policy.organisations.get(org)
     if o is None:
-        raise DeliveryRefused("policy", "this organisation is not in the policy")
+        raise DeliveryRefused("policy", "this organisation is not in the policy", msg)
     rule = decide(
         msg.label,
         system_high=policy.system_high,
@@ -60,7 +62,7 @@ def verify_delivery(data: bytes, org: str, policy: Policy) -> Message:
         need_to_know=o.need_to_know,
     )
     if rule is not None:
-        raise DeliveryRefused(rule, "the label does not allow release to this organisation")
+        raise DeliveryRefused(rule, "the label does not allow release to this organisation", msg)
     return msg
 
 

@@ -175,7 +175,10 @@ class Bus:
                 await asyncio.sleep(1.0)
 
     async def _on_disconnected(self) -> None:
-        log.warning("bus.disconnected")
+        if self._closed:
+            log.debug("bus.disconnected", name=self.settings.name)
+        else:
+            log.warning("bus.disconnected", name=self.settings.name)
 
     async def _on_reconnected(self) -> None:
         log.info("bus.reconnected")

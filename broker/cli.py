@@ -65,7 +65,9 @@ async def _up(args: argparse.Namespace) -> int:
         for component, where in system.status.lines:
             print(f"  {component.ljust(width)}  {where}", file=out)
         if system.created:
-            print(f"  made: {', '.join(system.created)}", file=out)
+            made = sorted({c.split("/")[1] for c in system.created if c.startswith("identities/")})
+            print(f"  made ({len(system.created)} items): dev PKI and policy where missing; identities: "
+                  f"{', '.join(made) or 'none'}", file=out)
         print(f"\ngateway: {system.gateway_url}\nnats:    {system.nats_url}\n", file=out)
         print("post a signed message (valid for 10 minutes; a second post answers 200 duplicate):", file=out)
         print(example_curl(system.paths, system.gateway_url), file=out)
@@ -128,11 +130,9 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
-    from broker.pki import ensure_defaults, new_operator, new_sender
+    from broker.pki import new_operator, new_sender
 
     paths = _state(args)
-    if not paths.policy.exists():
-        ensure_defaults(paths)
     if args.operator:
         if not args.clearance or args.publishes:
             raise BrokerError("an operator takes --clearance POLICY:LEVEL[:CAVEAT+CAVEAT] and no --publishes")
@@ -160,11 +160,13 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
 async def _read_live_log(paths: Any, nats_url: str | None) -> list[bytes]:
     from broker.audit.writer import read_log
     from broker.bus import Bus, BusSettings
+    from broker.policy import load_policy
 
+    instance = load_policy(paths.policy).name
     url = nats_url or _run_file(paths, "nats.url").read_text().strip()
     async with Bus(BusSettings(servers=(url,), name="coord-audit-export"), ensure_streams=False) as bus:
         await bus.wait_connected(timeout=10)
-        return [data for _, data in await read_log(bus)]
+        return [data for _, data in await read_log(bus, instance=instance)]
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
@@ -296,7 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
+    from broker import logs
+
     args = build_parser().parse_args(argv)
+    if args.func is not cmd_up:
+        logs.configure(console=True, level=logging.WARNING)
     try:
         rc: int = args.func(args)
     except (BrokerError, OSError, ValueError, KeyError) as exc:

@@ -118,7 +118,7 @@ def schema_error(exc: msgspec.ValidationError) -> dict[str, str]:
     """A msgspec error as `{path, message}`, with any echoed value or field name removed."""
     m = _PATH.match(str(exc))
     msg, path = (m.group("msg"), m.group("path")) if m else (str(exc), None)
-    if msg.startswith("Invalid value"):
+    if msg.startswith(("Invalid value", "Invalid enum value")):  # msgspec quotes the value after these
         msg = "value is not one of the allowed values"
     elif msg.startswith("Object contains unknown field"):
         msg = "unknown field (unknown fields are refused at every level)"
@@ -157,13 +157,13 @@ class Intake:
                 "malformed",
                 f"an inbound envelope carries exactly one signature, this one has {len(env.signatures)}",
             )
-        if env.payload_type != PAYLOAD_TYPE:
-            raise Problem("unsupported-media-type", f"payloadType must be {PAYLOAD_TYPE!r}")
         try:
             payload = b64decode_any(env.payload)
             sig = b64decode_any(env.signatures[0].sig)
         except ValueError as exc:
             raise Problem("malformed", f"payload and sig must be base64 (RFC 4648 §4 or §5): {exc}") from None
+        if env.payload_type != PAYLOAD_TYPE:
+            raise Problem("unsupported-media-type", f"payloadType must be {PAYLOAD_TYPE!r}")
 
         keyid = env.signatures[0].keyid
         owner = keyid.partition(":")[0]
@@ -186,8 +186,15 @@ class Intake:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
             raise Problem("malformed", "the payload must be UTF-8") from None
-        if has_duplicate_keys(text):
-            raise Problem("malformed", "the payload repeats a key in some object: the signed bytes must have one reading")
+        try:
+            duplicated = has_duplicate_keys(text)
+        except RecursionError:  # nesting far beyond any schema; the scan is recursive
+            raise Problem("malformed", "the payload nests too deeply") from None
+        if duplicated:
+            raise Problem(
+                "malformed",
+                "the payload repeats a key in some object: the signed bytes must have one reading",
+            )
         try:
             msg = MESSAGE_DECODER.decode(payload)
         except msgspec.ValidationError as exc:
@@ -233,9 +240,12 @@ class Intake:
             created = parse_created(msg.created)
         except ValueError:
             raise Problem(
-                "invalid", "created is not a real date", errors=[{"path": "$.created", "message": "not a date"}]
+                "invalid",
+                "created is not a real date",
+                errors=[{"path": "$.created", "message": "not a date"}],
             ) from None
-        if not (now - timedelta(seconds=policy.max_age_s) <= created <= now + timedelta(seconds=policy.max_skew_s)):
+        earliest = now - timedelta(seconds=policy.max_age_s)
+        if not (earliest <= created <= now + timedelta(seconds=policy.max_skew_s)):
             raise Problem(
                 "stale",
                 f"created must lie within {int(policy.max_age_s)} s before and {int(policy.max_skew_s)} s "

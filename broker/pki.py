@@ -411,8 +411,9 @@ def issue_client_cert(
     return cert
 
 
-def _ensure_client_cert(paths: StatePaths, ident: str, created: list[str]) -> None:
-    """Keep a sound certificate; issue a missing one; reissue (same key) one our CA did not issue."""
+def _ensure_client_cert(paths: StatePaths, ident: str, created: list[str], *, renew_expired: bool) -> None:
+    """Keep a sound certificate; issue a missing one; reissue (same key) one our CA did not issue, and an
+    expired one when `renew_expired` (`ensure_defaults` leaves an expired one alone: a test may want it)."""
     crt, key = paths.tls_crt(ident), paths.tls_key(ident)
     if _pair_ok(crt, key, paths.ca_crt):
         return
@@ -420,11 +421,11 @@ def _ensure_client_cert(paths: StatePaths, ident: str, created: list[str]) -> No
         if crt.exists() and key.exists():
             return  # an outside CA's certificate: honoured as it is
         raise PKIError(f"{crt} is missing and this state folder has no CA key to issue it")
-    if crt.exists() and key.exists():
+    if crt.exists() and key.exists() and not renew_expired:
         with contextlib.suppress(PKIError):
             cert = _load_cert(crt)
             if _issued_by(cert, _load_cert(paths.ca_crt)) and _same_public(cert, _load_tls_key(key)):
-                return  # ours and a pair, only expired: honoured (a test may want it so)
+                return  # ours and a pair, only expired: honoured
     had_key = key.exists()
     issue_client_cert(paths, ident, reuse_key=True)
     created.append(paths.relative(crt))
@@ -678,19 +679,18 @@ def new_sender(
             )
         updated = dataclasses.replace(policy, senders=_replace_map(policy.senders, ident, sender))
         _check(paths, updated)  # refuse before anything is written
-        _ensure_client_cert(paths, ident, created)
+        _ensure_client_cert(paths, ident, created, renew_expired=True)
         _store_signing_key(paths, ident, keyid, key)
         written = _save(paths, updated, loaded.on_disk, created)
     _log.info("pki.sender_made", sender=ident, organisation=org, keyid=keyid, rotation=existing is not None)
     return written
 
 
-def new_operator(
-    paths: StatePaths, ident: str, org: str, clearance: str | Clearance, *, days: int = CLIENT_DAYS
-) -> Policy:
+def new_operator(paths: StatePaths, ident: str, org: str, clearance: str | Clearance) -> Policy:
     """Make operator `ident` of `org` with `clearance` (`POLICY:LEVEL[:CAVEAT+CAVEAT]`): its TLS client
-    certificate and its entry in policy.toml; return the policy as written. Refused (PolicyError) when the
-    organisation is unknown, the clearance does not parse, or the id exists already in either role."""
+    certificate (a sound one already under identities/<ident>/ is kept) and its entry in policy.toml; return
+    the policy as written. Refused (PolicyError) when the organisation is unknown, the clearance does not
+    parse, or the id exists already in either role."""
     _check_identity(ident, allow_broker=False)
     if isinstance(clearance, str):
         try:
@@ -711,7 +711,7 @@ def new_operator(
             policy, operators=_replace_map(policy.operators, ident, Operator(ident, org, clearance))
         )
         _check(paths, updated)
-        issue_client_cert(paths, ident, days=days)
+        _ensure_client_cert(paths, ident, created, renew_expired=True)
         written = _save(paths, updated, loaded.on_disk, created)
     _log.info("pki.operator_made", operator=ident, organisation=org, clearance=str(clearance))
     return written
@@ -753,7 +753,7 @@ def _ensure_default_sender(
     if sender is None and org not in policy.organisations:
         _log.warning("pki.default_skipped", identity=ident, reason=f"organisation {org} not in the policy")
         return policy
-    _ensure_client_cert(paths, ident, created)
+    _ensure_client_cert(paths, ident, created, renew_expired=False)
     now = _now()
     if _has_signing_key(paths, ident):
         keyid, key = load_signing_key(paths, ident)
@@ -795,7 +795,7 @@ def _ensure_default_operator(
         operator = Operator(ident, org, Clearance.parse(clearance))
         policy = dataclasses.replace(policy, operators=_replace_map(policy.operators, ident, operator))
         created.append(f"{paths.relative(paths.policy)}: operator {ident}")
-    _ensure_client_cert(paths, ident, created)
+    _ensure_client_cert(paths, ident, created, renew_expired=False)
     return policy
 
 

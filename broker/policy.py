@@ -72,6 +72,9 @@ from schemas.kinds import KINDS
 
 __all__ = [
     "BROKER_SENDER",
+    "KEY_NAME_RE",
+    "ORG_RE",
+    "PARTY_RE",
     "Operator",
     "Organisation",
     "Policy",
@@ -82,6 +85,7 @@ __all__ = [
     "load_policy",
     "parse_policy",
     "render_policy",
+    "split_keyid",
     "write_policy",
 ]
 

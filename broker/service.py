@@ -28,6 +28,7 @@ from broker.audit.writer import AuditWriter
 from broker.bus import Bus, BusSettings
 from broker.client import GatewayClient
 from broker.dispatcher import Dispatcher
+from broker.errors import BusUnavailable
 from broker.metrics import Registry
 from broker.natsd import NatsServer
 from broker.pki import ensure_defaults, load_signing_key
@@ -98,6 +99,17 @@ class System:
             duplicate_window_s=max(900.0, p.max_age_s + p.max_skew_s + 60.0),
         )
 
+    async def _bus(self, name: str, timeout: float = 60.0) -> Bus:
+        """A connection entered on the stack, returned once it is connected and the streams exist."""
+        bus = await self._stack.enter_async_context(Bus(self.bus_settings(name)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not bus.ready:
+            if loop.time() > deadline:
+                raise BusUnavailable(f"{name}: NATS at {self.nats_url} not ready within {timeout:.0f} s")
+            await asyncio.sleep(0.02)
+        return bus
+
     async def _start(self) -> None:
         o, paths, st = self.options, self.paths, self._stack
         self.created = ensure_defaults(paths)
@@ -116,15 +128,15 @@ class System:
 
         policy = self.holder.current
         broker_keyid, broker_key = load_signing_key(paths, "broker")
-        audit_bus = await st.enter_async_context(Bus(self.bus_settings("coord-audit")))
+        audit_bus = await self._bus("coord-audit")
         self.audit = await st.enter_async_context(
             AuditWriter(audit_bus, instance=policy.name, key_name=broker_keyid, signing_key=broker_key,
                         metrics=self.metrics, checkpoint_interval_s=o.checkpoint_interval_s)
         )
-        await asyncio.wait_for(self.audit.ready.wait(), timeout=60)
+        await self.audit.wait_ready(timeout=60)
         self.status.add("audit", f"tree size {self.audit.tree.size}, checkpoints signed by {broker_keyid}")
 
-        gw_bus = await st.enter_async_context(Bus(self.bus_settings("coord-gateway")))
+        gw_bus = await self._bus("coord-gateway")
         self.gateway = Gateway(policy=self.holder, bus=gw_bus, audit=self.audit, metrics=self.metrics,
                                instance=policy.name)
         audit_api = AuditApi(policy=self.holder, audit=self.audit, bus=audit_bus, instance=policy.name)
@@ -139,7 +151,7 @@ class System:
         self.gateway_url = f"https://{o.host}:{port}"
         self.status.add("gateway", f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt})")
 
-        disp_bus = await st.enter_async_context(Bus(self.bus_settings("coord-dispatcher")))
+        disp_bus = await self._bus("coord-dispatcher")
         self.dispatcher = await st.enter_async_context(
             Dispatcher(disp_bus, policy=self.holder, audit=self.audit, broker_keyid=broker_keyid,
                        broker_key=broker_key, metrics=self.metrics)
@@ -160,7 +172,7 @@ class System:
         client = await st.enter_async_context(
             GatewayClient(self.gateway_url, client_context(paths.ca_crt, paths.tls_crt(sender), paths.tls_key(sender)))
         )
-        bus = await st.enter_async_context(Bus(self.bus_settings(f"coord-adapter-{name}")))
+        bus = await self._bus(f"coord-adapter-{name}")
         adapter = await st.enter_async_context(
             Adapter(org=org, codec=codec, native_url=stub.url, bus=bus, policy=self.holder, audit=self.audit,
                     identity=AdapterIdentity(sender, keyid, key), gateway=client,

@@ -22,7 +22,7 @@ from aiohttp import web
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from broker.audit.records import RECORD_DECODER, AuditEvent, AuditRecord
-from broker.audit.writer import AUDIT_SUBJECT, AuditWriter, split_lines
+from broker.audit.writer import AuditWriter, last_seq_of, split_lines
 from broker.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus
 from broker.clock import rfc3339, utcnow
 from broker.errors import BusUnavailable, Problem
@@ -155,12 +155,12 @@ class AuditApi:
         await self.audit.record(AuditEvent(event=event, time=rfc3339(utcnow()), actor=op.id))  # type: ignore[arg-type]
 
     async def _records(self, flt: TailFilter) -> Any:
-        last = await self.bus.last_seq(AUDIT_STREAM)
+        last = await last_seq_of(self.bus, self.audit.subject)
         if last == 0 and not flt.follow:
             return
         try:
             sub = await self.bus.js.pull_subscribe(
-                AUDIT_SUBJECT, stream=AUDIT_STREAM,
+                self.audit.subject, stream=AUDIT_STREAM,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE,
                                       inactive_threshold=30.0),
             )

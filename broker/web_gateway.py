@@ -126,7 +126,9 @@ class Gateway:
                 stored = await self.bus.get(ACCEPTED_STREAM, res.seq)
         except BusUnavailable as exc:
             log.warning("gateway.bus_unavailable", error=str(exc))
-            raise self._refuse(a, Problem("unavailable", "the message bus is down; retry with the same id"))
+            raise self._refuse(
+                a, Problem("unavailable", "the message bus is down; retry with the same id")
+            ) from exc
         if res.duplicate:
             if stored.headers.get(HDR_DIGEST) != a.digest:
                 raise self._refuse(
@@ -173,20 +175,25 @@ class Gateway:
 
     def _rate(self, client: str, policy: Policy, n: int) -> None:
         sender = policy.senders.get(client)
-        rate = sender.rate_per_s if sender is not None and sender.rate_per_s is not None else policy.rate_per_s
+        own = sender.rate_per_s if sender is not None else None
+        rate = own if own is not None else policy.rate_per_s
         wait = self.limiter.take(client, n, rate, policy.rate_burst)
         if wait > 0:
             retry = max(1, int(wait + 0.999)) if wait != float("inf") else 60
             raise Problem("rate-limited", f"at most {rate:g} messages/s per sender", retry_after=retry)
 
+    async def _rejected_request(self, client: str, p: Problem) -> None:
+        """Audit a request refused before any envelope in it was judged (ICD §6: every rejection)."""
+        self.m_rejected.inc(p.name)
+        await self.audit.record(
+            AuditEvent(event="rejected", time=rfc3339(utcnow()), actor=client, reason=p.name)
+        )
+
     async def _rate_checked(self, client: str, policy: Policy, n: int) -> None:
         try:
             self._rate(client, policy, n)
         except Problem as p:
-            self.m_rejected.inc(p.name)
-            await self.audit.record(
-                AuditEvent(event="rejected", time=rfc3339(utcnow()), actor=client, reason=p.name)
-            )
+            await self._rejected_request(client, p)
             raise
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -194,8 +201,12 @@ class Gateway:
     async def post_message(self, request: web.Request) -> web.Response:
         client = client_identity(request)
         policy = self.policy.current
-        require_media_type(request, "application/json")
-        raw = await read_limited(request, policy.max_body_bytes)
+        try:
+            require_media_type(request, "application/json")
+            raw = await read_limited(request, policy.max_body_bytes)
+        except Problem as p:
+            await self._rejected_request(client, p)
+            raise
         await self._rate_checked(client, policy, 1)
         out = await self.submit(raw, client, policy)
         if out.problem is not None:
@@ -205,19 +216,25 @@ class Gateway:
     async def post_batch(self, request: web.Request) -> web.Response:
         client = client_identity(request)
         policy = self.policy.current
-        require_media_type(request, "application/x-ndjson")
-        raw = await read_limited(request, BATCH_MAX_BYTES)
-        lines = raw.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        if len(lines) > BATCH_MAX_LINES:
-            raise Problem("too-large", f"a batch holds at most {BATCH_MAX_LINES} lines")
-        if not lines:
-            raise Problem("malformed", "a batch holds at least one envelope line")
+        try:
+            require_media_type(request, "application/x-ndjson")
+            raw = await read_limited(request, BATCH_MAX_BYTES)
+            lines = raw.split(b"\n")
+            if lines and lines[-1] == b"":
+                lines.pop()
+            if len(lines) > BATCH_MAX_LINES:
+                raise Problem("too-large", f"a batch holds at most {BATCH_MAX_LINES} lines")
+            if not lines:
+                raise Problem("malformed", "a batch holds at least one envelope line")
+        except Problem as p:
+            await self._rejected_request(client, p)
+            raise
         await self._rate_checked(client, policy, len(lines))
         outs = await asyncio.gather(*(self._batch_line(line, client, policy) for line in lines))
         results = [o.body if o.status < 400 else {"problem": o.body} for o in outs]
-        return web.Response(status=200, body=_ENC.encode({"results": results}), content_type="application/json")
+        return web.Response(
+            status=200, body=_ENC.encode({"results": results}), content_type="application/json"
+        )
 
     async def _batch_line(self, line: bytes, client: str, policy: Policy) -> Outcome:
         if len(line) > policy.max_body_bytes:
@@ -236,7 +253,8 @@ class Gateway:
     async def readyz(self, request: web.Request) -> web.Response:
         ready = self.bus.ready
         return web.json_response(
-            {"ready": ready, "bus": "connected" if self.bus.connected else "down"}, status=200 if ready else 503
+            {"ready": ready, "bus": "connected" if self.bus.connected else "down"},
+            status=200 if ready else 503,
         )
 
     async def metrics_text(self, request: web.Request) -> web.Response:
@@ -277,7 +295,9 @@ class Gateway:
 
 
 def build_app(gateway: Gateway, extra: Callable[[web.Application], None] | None = None) -> web.Application:
-    app = web.Application(middlewares=[gateway.observe, problem_middleware], client_max_size=BATCH_MAX_BYTES + 1)
+    app = web.Application(
+        middlewares=[gateway.observe, problem_middleware], client_max_size=BATCH_MAX_BYTES + 1
+    )
     gateway.add_routes(app)
     if extra is not None:
         extra(app)

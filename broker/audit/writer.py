@@ -26,6 +26,7 @@ from typing import overload
 
 import msgspec
 import nats.errors
+import nats.js.errors
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -38,7 +39,23 @@ from broker.metrics import Registry
 
 log = structlog.get_logger(__name__)
 
-AUDIT_SUBJECT = "coord.audit.log"
+DEFAULT_INSTANCE = "local"
+
+
+def audit_subject(instance: str) -> str:
+    """One log (one Merkle tree) per broker instance: `coord.audit.<instance>.log`."""
+    return f"coord.audit.{instance.replace('.', '_')}.log"
+
+
+async def last_seq_of(bus: Bus, subject: str) -> int:
+    """Stream sequence of the last audit message on `subject` (0 if none)."""
+    try:
+        raw = await bus.js.get_msg(AUDIT_STREAM, subject=subject)
+    except nats.js.errors.NotFoundError:
+        return 0
+    except nats.errors.Error as exc:
+        raise BusUnavailable(f"audit log: {exc}") from exc
+    return int(raw.seq or 0)
 BATCH_MAX_RECORDS = 500
 BATCH_MAX_BYTES = 512 * 1024
 
@@ -95,9 +112,12 @@ def split_lines(data: bytes) -> list[bytes]:
     return [line for line in data.split(b"\n") if line]
 
 
-async def read_log(bus: Bus, *, start_seq: int = 1) -> list[tuple[int, bytes]]:
-    """Every JetStream message of the audit log from `start_seq`, as (seq, data), in order."""
-    last = await bus.last_seq(AUDIT_STREAM)
+async def read_log(
+    bus: Bus, *, start_seq: int = 1, instance: str = DEFAULT_INSTANCE
+) -> list[tuple[int, bytes]]:
+    """Every JetStream message of one instance's audit log from `start_seq`, as (seq, data), in order."""
+    subject = audit_subject(instance)
+    last = await last_seq_of(bus, subject)
     out: list[tuple[int, bytes]] = []
     if last < start_seq:
         return out
@@ -105,7 +125,7 @@ async def read_log(bus: Bus, *, start_seq: int = 1) -> list[tuple[int, bytes]]:
 
     try:
         sub = await bus.js.pull_subscribe(
-            AUDIT_SUBJECT,
+            subject,
             stream=AUDIT_STREAM,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq,
                                   inactive_threshold=30.0, ack_policy=AckPolicy.NONE),
@@ -146,6 +166,7 @@ class AuditWriter:
         self.bus = bus
         self.instance = instance
         self.origin = f"coord-broker/{instance}"
+        self.subject = audit_subject(instance)
         self.key_name = key_name
         self._key = signing_key
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
@@ -188,6 +209,18 @@ class AuditWriter:
         await self._queue.put(_Pending(ev, fut))
         return fut
 
+    async def wait_ready(self, timeout: float) -> None:
+        """Until recovery is done; raises what stopped the writer (e.g. AuditIntegrityError)."""
+        assert self._task is not None  # noqa: S101 - entered
+        ready = asyncio.create_task(self.ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._task in done:
+            self._task.result()
+            raise AuditIntegrityError("the audit writer stopped before it was ready")
+        if ready not in done:
+            raise BusUnavailable(f"audit log not recovered within {timeout:.0f} s")
+
     @property
     def depth(self) -> int:
         return self._queue.qsize()
@@ -226,7 +259,7 @@ class AuditWriter:
         note: str | None = None
         cp: Checkpoint | None = None
         trusted = {self.key_name: self._key.public_key()}
-        for _seq, data in await read_log(self.bus):
+        for _seq, data in await read_log(self.bus, instance=self.instance):
             for line in split_lines(data):
                 kind = _LINE.decode(line)
                 if kind.type == "record":
@@ -285,7 +318,7 @@ class AuditWriter:
         delay = 0.1
         while True:
             try:
-                await self.bus.publish(AUDIT_SUBJECT, data, msg_id=f"audit-{self.instance}-{first}-{tree.size}")
+                await self.bus.publish(self.subject, data, msg_id=f"audit-{self.instance}-{first}-{tree.size}")
                 break
             except BusUnavailable as exc:
                 log.warning("audit.write_retry", error=str(exc))

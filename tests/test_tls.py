@@ -1,0 +1,139 @@
+"""Mutual TLS at the gateway: without a good client certificate there is no HTTP at all.
+
+Each refusal must be a failed TLS connection (aiohttp's connection errors), never an HTTP status:
+the gateway does not see a request from an unauthenticated peer. Both TLS 1.2 (the server's alert
+comes during the handshake) and TLS 1.3 (it comes after the client's Finished, when the client
+first reads) are tried. A good certificate is the positive control, under the same client code.
+"""
+
+from __future__ import annotations
+
+import ssl
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from broker.clock import utcnow
+from broker.pki import init_ca, issue_client_cert
+from broker.service import System
+from broker.state import StatePaths
+from broker.tls import client_context
+
+TLS_VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
+REFUSED = (aiohttp.ClientConnectorError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
+
+
+def pinned(ctx: ssl.SSLContext, version: ssl.TLSVersion) -> ssl.SSLContext:
+    ctx.minimum_version = version
+    ctx.maximum_version = version
+    return ctx
+
+
+async def get_healthz(url: str, ctx: ssl.SSLContext) -> int:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, force_close=True)) as s,
+        s.get(url + "/healthz") as r,
+    ):
+        await r.read()
+        return r.status
+
+
+async def post_message(url: str, ctx: ssl.SSLContext) -> int:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, force_close=True)) as s,
+        s.post(url + "/v1/messages", data=b"{}", headers={"Content-Type": "application/json"}) as r,
+    ):
+        await r.read()
+        return r.status
+
+
+def http_requests_seen(system: System) -> float:
+    """Every HTTP request the gateway has answered, by its own metrics."""
+    return sum(system.gateway.m_requests.values.values())
+
+
+async def assert_refused(system: System, ctx: ssl.SSLContext) -> None:
+    seen = http_requests_seen(system)
+    for call in (get_healthz, post_message):
+        with pytest.raises(REFUSED) as info:
+            status = await call(system.gateway_url, ctx)
+            pytest.fail(f"got HTTP {status}: the handshake should have been refused")
+        assert not isinstance(info.value, aiohttp.ClientResponseError)
+    assert http_requests_seen(system) == seen, "an unauthenticated peer reached the HTTP layer"
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.2", "tls1.3"])
+async def test_good_certificate_is_served(version: ssl.TLSVersion, system: System, state: StatePaths) -> None:
+    ctx = pinned(
+        client_context(state.ca_crt, state.tls_crt("nsatu-liaison"), state.tls_key("nsatu-liaison")), version
+    )
+    seen = http_requests_seen(system)
+    assert await get_healthz(system.gateway_url, ctx) == 200
+    assert await post_message(system.gateway_url, ctx) == 400  # reached intake: `{}` is no envelope
+    assert http_requests_seen(system) == seen + 2
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.2", "tls1.3"])
+async def test_no_client_certificate(version: ssl.TLSVersion, system: System, state: StatePaths) -> None:
+    await assert_refused(system, pinned(client_context(state.ca_crt), version))
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.2", "tls1.3"])
+async def test_certificate_from_another_ca(
+    version: ssl.TLSVersion, system: System, state: StatePaths, tmp_path: Path
+) -> None:
+    """Same CN as a real sender, issued by a CA the gateway does not trust."""
+    other = StatePaths(tmp_path / "other")
+    assert init_ca(other)
+    issue_client_cert(other, "nsatu-liaison")
+    ctx = client_context(state.ca_crt, other.tls_crt("nsatu-liaison"), other.tls_key("nsatu-liaison"))
+    await assert_refused(system, pinned(ctx, version))
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.2", "tls1.3"])
+async def test_expired_certificate(
+    version: ssl.TLSVersion, system: System, state: StatePaths, tmp_path: Path
+) -> None:
+    """Issued by the right CA to a real sender, but its validity ended yesterday."""
+    out = StatePaths(tmp_path / "expired")
+    now = utcnow()
+    issue_client_cert(
+        out,
+        "nsatu-liaison",
+        not_before=now - timedelta(days=30),
+        not_after=now - timedelta(days=1),
+        ca_crt_path=state.ca_crt,
+        ca_key_path=state.ca_key,
+    )
+    ctx = client_context(state.ca_crt, out.tls_crt("nsatu-liaison"), out.tls_key("nsatu-liaison"))
+    await assert_refused(system, pinned(ctx, version))
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=["tls1.2", "tls1.3"])
+async def test_not_yet_valid_certificate(
+    version: ssl.TLSVersion, system: System, state: StatePaths, tmp_path: Path
+) -> None:
+    out = StatePaths(tmp_path / "future")
+    now = utcnow()
+    issue_client_cert(
+        out,
+        "nsatu-liaison",
+        not_before=now + timedelta(days=1),
+        not_after=now + timedelta(days=30),
+        ca_crt_path=state.ca_crt,
+        ca_key_path=state.ca_key,
+    )
+    ctx = client_context(state.ca_crt, out.tls_crt("nsatu-liaison"), out.tls_key("nsatu-liaison"))
+    await assert_refused(system, pinned(ctx, version))
+
+
+async def test_fresh_certificate_from_the_right_ca_is_served(
+    system: System, state: StatePaths, tmp_path: Path
+) -> None:
+    """The control for the two tests above: the same issuing path with a current window works."""
+    out = StatePaths(tmp_path / "fresh")
+    issue_client_cert(out, "nsatu-liaison", ca_crt_path=state.ca_crt, ca_key_path=state.ca_key)
+    ctx = client_context(state.ca_crt, out.tls_crt("nsatu-liaison"), out.tls_key("nsatu-liaison"))
+    assert await get_healthz(system.gateway_url, ctx) == 200
