@@ -138,14 +138,13 @@ class Adapter:
     # -- outbound ---------------------------------------------------------------------------------
 
     async def _setup_outbound(self) -> Any:
-        await self.bus.wait_connected(timeout=3600)
-        while not self.bus.ready:
-            await asyncio.sleep(0.05)
+        await self.bus.wait_ready()
         js = self.bus.js
         with translate_errors("adapter setup"):
             self._kv = await js.create_key_value(
-                KeyValueConfig(bucket=f"coord_delivered_{self.org.lower()}", history=1,
-                               storage=StorageType.FILE)
+                KeyValueConfig(
+                    bucket=f"coord_delivered_{self.org.lower()}", history=1, storage=StorageType.FILE
+                )
             )
             return await js.pull_subscribe(
                 f"coord.deliver.{self.org}.>",
@@ -219,8 +218,14 @@ class Adapter:
             await m.ack_sync()
             return
         dm = DeliveredMessage(
-            id=msg.id, kind=msg.kind, originator=msg.originator, sender=msg.sender, created=msg.created,
-            label=msg.label, body=msgspec.to_builtins(msg.body), in_reply_to=msg.in_reply_to,
+            id=msg.id,
+            kind=msg.kind,
+            originator=msg.originator,
+            sender=msg.sender,
+            created=msg.created,
+            label=msg.label,
+            body=msgspec.to_builtins(msg.body),
+            in_reply_to=msg.in_reply_to,
         )
         try:
             doc = self.codec.encode(dm)
@@ -258,7 +263,8 @@ class Adapter:
         while True:
             try:
                 async with self._http.post(
-                    self.native_url + "/inbox", data=doc,
+                    self.native_url + "/inbox",
+                    data=doc,
                     headers={"Content-Type": self.codec.media_type, "Idempotency-Key": msg_id},
                 ) as resp:
                     if resp.status < 300:
@@ -275,8 +281,11 @@ class Adapter:
             verify_delivery(m.data, self.org, self.policy.current)
 
     async def _dead_letter(self, m: Msg, msg: Any, reason: str, digest: str | None) -> None:
-        headers = {MSG_ID: f"dead-{m.metadata.sequence.stream}-{self.org}", "Coord-Reason": reason,
-                   "Coord-Organisation": self.org}
+        headers = {
+            MSG_ID: f"dead-{m.metadata.sequence.stream}-{self.org}",
+            "Coord-Reason": reason,
+            "Coord-Organisation": self.org,
+        }
         with translate_errors("dead letter"):
             await self.bus.js.publish(f"coord.dead.{self.org}", m.data, headers=headers)
         done = await self.audit.record(self._event("dead-lettered", msg, reason, digest))
@@ -347,8 +356,12 @@ class Adapter:
         envelopes = []
         for n in natives:
             msg = build_message(
-                kind=n.kind, sender=self.identity.sender, originator=self.org,
-                label=msgspec.to_builtins(n.label), body=n.body, in_reply_to=_message_id(n.in_reply_to),
+                kind=n.kind,
+                sender=self.identity.sender,
+                originator=self.org,
+                label=msgspec.to_builtins(n.label),
+                body=n.body,
+                in_reply_to=_message_id(n.in_reply_to),
             )
             envelopes.append(seal_message(msg, self.identity.keyid, self.identity.key))
         for env in envelopes:

@@ -77,14 +77,38 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
         "duplicate_window": settings.duplicate_window_s,
     }
     return [
-        StreamConfig(name=ACCEPTED_STREAM, subjects=["coord.msg.>"], deny_delete=True, deny_purge=True,
-                     description="accepted, signed envelopes as received", **common),
-        StreamConfig(name=DELIVERY_STREAM, subjects=["coord.deliver.>"], deny_delete=True, deny_purge=True,
-                     description="countersigned envelopes released to each organisation", **common),
-        StreamConfig(name=AUDIT_STREAM, subjects=["coord.audit.>"], deny_delete=True, deny_purge=True,
-                     description="audit records and checkpoints (ICD §7)", **common),
-        StreamConfig(name=DEAD_STREAM, subjects=["coord.dead.>"], deny_delete=True, deny_purge=True,
-                     description="deliveries a native system refused permanently", **common),
+        StreamConfig(
+            name=ACCEPTED_STREAM,
+            subjects=["coord.msg.>"],
+            deny_delete=True,
+            deny_purge=True,
+            description="accepted, signed envelopes as received",
+            **common,
+        ),
+        StreamConfig(
+            name=DELIVERY_STREAM,
+            subjects=["coord.deliver.>"],
+            deny_delete=True,
+            deny_purge=True,
+            description="countersigned envelopes released to each organisation",
+            **common,
+        ),
+        StreamConfig(
+            name=AUDIT_STREAM,
+            subjects=["coord.audit.>"],
+            deny_delete=True,
+            deny_purge=True,
+            description="audit records and checkpoints (ICD §7)",
+            **common,
+        ),
+        StreamConfig(
+            name=DEAD_STREAM,
+            subjects=["coord.dead.>"],
+            deny_delete=True,
+            deny_purge=True,
+            description="deliveries a native system refused permanently",
+            **common,
+        ),
     ]
 
 
@@ -115,6 +139,7 @@ class Bus:
         self._connector: asyncio.Task[None] | None = None
         self._closed = False
         self._connected_event = asyncio.Event()
+        self._ready_event = asyncio.Event()  # connected and the streams exist
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
 
     async def __aenter__(self) -> Bus:
@@ -156,7 +181,7 @@ class Bus:
                     reconnected_cb=self._on_reconnected,
                     error_cb=self._on_error,
                 )
-            except Exception as exc:  # noqa: BLE001 - any failure here means "not yet"
+            except Exception as exc:
                 log.warning("bus.connect_failed", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(self.settings.connect_retry_s)
                 continue
@@ -164,6 +189,8 @@ class Bus:
             self._js = nc.jetstream(timeout=self.settings.publish_timeout_s)
             log.info("bus.connected", servers=list(self.settings.servers))
             self._connected_event.set()
+            if not self._ensure:
+                self._ready_event.set()
             while not self._closed:
                 if self._ensure and not self._streams_ok:
                     try:
@@ -175,6 +202,7 @@ class Bus:
                 await asyncio.sleep(1.0)
 
     async def _on_disconnected(self) -> None:
+        self._ready_event.clear()
         if self._closed:
             log.debug("bus.disconnected", name=self.settings.name)
         else:
@@ -182,6 +210,8 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         log.info("bus.reconnected")
+        if self._streams_ok or not self._ensure:
+            self._ready_event.set()
         for cb in list(self.on_reconnect):
             await cb()
 
@@ -190,6 +220,10 @@ class Bus:
 
     async def wait_connected(self, timeout: float) -> None:
         await asyncio.wait_for(self._connected_event.wait(), timeout)
+
+    async def wait_ready(self) -> None:
+        """Until connected with the streams in place (bound it with `asyncio.timeout`)."""
+        await self._ready_event.wait()
 
     @property
     def connected(self) -> bool:
@@ -224,11 +258,16 @@ class Bus:
                     continue
                 have = info.config
                 if (have.subjects, have.duplicate_window, have.deny_delete, have.deny_purge) != (
-                    cfg.subjects, cfg.duplicate_window, cfg.deny_delete, cfg.deny_purge
+                    cfg.subjects,
+                    cfg.duplicate_window,
+                    cfg.deny_delete,
+                    cfg.deny_purge,
                 ):
                     await js.update_stream(cfg)
                     log.info("bus.stream_updated", stream=cfg.name)
         self._streams_ok = True
+        if self.connected:
+            self._ready_event.set()
 
     async def publish(
         self, subject: str, data: bytes, *, msg_id: str, headers: Mapping[str, str] | None = None

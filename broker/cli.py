@@ -38,25 +38,27 @@ def _default_url(paths: Any, given: str | None) -> str:
 
 # -- up -----------------------------------------------------------------------------------------------
 
+
 def cmd_up(args: argparse.Namespace) -> int:
     from broker import logs
+    from broker.service import SystemOptions
 
     logs.configure(console=True)
-    return asyncio.run(_up(args))
+    opts = SystemOptions(state=Path(args.state).resolve(), port=args.port)
+    (opts.state / "run").mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_up(args, opts))
 
 
-async def _up(args: argparse.Namespace) -> int:
+async def _up(args: argparse.Namespace, opts: Any) -> int:
     from broker.examples import example_curl
-    from broker.service import System, SystemOptions
+    from broker.service import System
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    opts = SystemOptions(state=Path(args.state).resolve(), port=args.port)
     async with System(opts) as system:
         run = Path(opts.state) / "run"
-        run.mkdir(parents=True, exist_ok=True)
         (run / "gateway.url").write_text(system.gateway_url + "\n")
         (run / "nats.url").write_text(system.nats_url + "\n")
         out = sys.stdout
@@ -66,8 +68,11 @@ async def _up(args: argparse.Namespace) -> int:
             print(f"  {component.ljust(width)}  {where}", file=out)
         if system.created:
             made = sorted({c.split("/")[1] for c in system.created if c.startswith("identities/")})
-            print(f"  made ({len(system.created)} items): dev PKI and policy where missing; identities: "
-                  f"{', '.join(made) or 'none'}", file=out)
+            print(
+                f"  made ({len(system.created)} items): dev PKI and policy where missing; identities: "
+                f"{', '.join(made) or 'none'}",
+                file=out,
+            )
         print(f"\ngateway: {system.gateway_url}\nnats:    {system.nats_url}\n", file=out)
         print("post a signed message (valid for 10 minutes; a second post answers 200 duplicate):", file=out)
         print(example_curl(system.paths, system.gateway_url), file=out)
@@ -86,25 +91,31 @@ async def _up(args: argparse.Namespace) -> int:
 
 # -- send ---------------------------------------------------------------------------------------------
 
+
 def cmd_send(args: argparse.Namespace) -> int:
-    return asyncio.run(_send(args))
+    doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    return asyncio.run(_send(args, doc))
 
 
-async def _send(args: argparse.Namespace) -> int:
+async def _send(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     from broker.client import GatewayClient, build_message, seal_message
     from broker.pki import load_signing_key
     from broker.policy import load_policy
     from broker.tls import client_context
 
     paths = _state(args)
-    doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
     policy = load_policy(paths.policy)
     sender = policy.senders.get(args.sender)
     if sender is None:
         raise BrokerError(f"{args.sender!r} is not a sender in {paths.policy}")
     msg = build_message(
-        kind=doc["kind"], sender=args.sender, originator=doc.get("originator", sender.organisation),
-        label=doc["label"], body=doc["body"], msg_id=doc.get("id"), created=doc.get("created"),
+        kind=doc["kind"],
+        sender=args.sender,
+        originator=doc.get("originator", sender.organisation),
+        label=doc["label"],
+        body=doc["body"],
+        msg_id=doc.get("id"),
+        created=doc.get("created"),
         in_reply_to=doc.get("in_reply_to"),
     )
     keyid, key = load_signing_key(paths, args.sender)
@@ -117,6 +128,7 @@ async def _send(args: argparse.Namespace) -> int:
 
 
 # -- certs, keys, schemas -----------------------------------------------------------------------------
+
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
     from broker.pki import ensure_server_cert, init_ca
@@ -157,6 +169,7 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
 
 # -- audit --------------------------------------------------------------------------------------------
 
+
 async def _read_live_log(paths: Any, nats_url: str | None) -> list[bytes]:
     from broker.audit.writer import read_log
     from broker.bus import Bus, BusSettings
@@ -172,7 +185,7 @@ async def _read_live_log(paths: Any, nats_url: str | None) -> list[bytes]:
 def cmd_audit_export(args: argparse.Namespace) -> int:
     paths = _state(args)
     chunks = asyncio.run(_read_live_log(paths, args.nats_url))
-    out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115 - closed below
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer
     try:
         for c in chunks:
             out.write(c)
@@ -198,6 +211,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[int], None] | None]:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from broker.audit.verify import VerifyError, verify_export
     from broker.policy import load_policy
 
@@ -208,9 +222,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     trusted_cp = Path(args.checkpoint).read_text() if args.checkpoint else None
     lines: Any
     if args.file:
-        lines = open(args.file, "rb")  # noqa: SIM115 - closed below
+        lines = open(args.file, "rb")
     else:
-        lines = [ln for chunk in asyncio.run(_read_live_log(paths, args.nats_url)) for ln in chunk.splitlines()]
+        lines = [
+            ln for chunk in asyncio.run(_read_live_log(paths, args.nats_url)) for ln in chunk.splitlines()
+        ]
     try:
         with _progress(sys.stderr.isatty()) as progress:
             report = verify_export(lines, trusted, origin, trusted_checkpoint=trusted_cp, progress=progress)
@@ -220,12 +236,15 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     finally:
         if args.file:
             lines.close()
-    print(f"audit log verified: {report.records} records, {report.checkpoints} checkpoints, "
-          f"signed up to {report.verified_size}, {report.records_per_second:,.0f} records/s")
+    print(
+        f"audit log verified: {report.records} records, {report.checkpoints} checkpoints, "
+        f"signed up to {report.verified_size}, {report.records_per_second:,.0f} records/s"
+    )
     return 0
 
 
 # -- tail ---------------------------------------------------------------------------------------------
+
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from broker.tail import run_tail
@@ -238,6 +257,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="broker", description="EU-NATO coordination broker (see ICD §8)")

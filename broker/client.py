@@ -30,7 +30,13 @@ def uuid7() -> str:
     """RFC 9562 version 7: 48-bit Unix milliseconds, version, variant, 74 random bits."""
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | rand & ((1 << 62) - 1)
+    value = (
+        (ms & ((1 << 48) - 1)) << 80
+        | 0x7 << 76
+        | (rand >> 68 & 0xFFF) << 64
+        | 0b10 << 62
+        | rand & ((1 << 62) - 1)
+    )
     return str(uuid.UUID(int=value))
 
 
@@ -124,4 +130,6 @@ class GatewayClient:
 
     async def post_batch(self, envelopes: list[bytes]) -> Reply:
         data = b"\n".join(envelopes) + b"\n"
-        return await self.request("POST", "/v1/messages/batch", data=data, content_type="application/x-ndjson")
+        return await self.request(
+            "POST", "/v1/messages/batch", data=data, content_type="application/x-ndjson"
+        )

@@ -48,18 +48,48 @@ ALL = ["EUMAM", "NSATU", "UDCG"]
 def scenario() -> list[Step]:
     s = sample_bodies()
     return [
-        Step("UDCG pledges air-defence items (CSV from the UDCG liaison system)", "native:UDCG",
-             "capability.pledge", _label("NATO", "RESTRICTED", ALL), s["capability.pledge"]),
-        Step("NSATU tracks the delivery (NATO SECRET: UDCG is cleared to CONFIDENTIAL)", "nsatu-liaison",
-             "delivery.status", _label("NATO", "SECRET", ALL), s["delivery.status"]),
-        Step("EUMAM offers training (XML from the EUMAM liaison system)", "native:EUMAM",
-             "training.offer", _label("EU", "RESTRICTED", ALL), s["training.offer"]),
-        Step("NSATU requests the training (releasable to EUMAM and NSATU only)", "nsatu-liaison",
-             "training.request", _label("NATO", "RESTRICTED", ["EUMAM", "NSATU"]), s["training.request"]),
-        Step("A lesson learned is shared with everyone", "eumam-liaison",
-             "lesson.learned", _label("EU", "UNCLASSIFIED", ALL), s["lesson.learned"]),
-        Step("A lesson learned under a caveat nobody holds", "udcg-liaison",
-             "lesson.learned", _label("NATO", "RESTRICTED", ALL, ["JATEC-ONLY"]), s["lesson.learned"]),
+        Step(
+            "UDCG pledges air-defence items (CSV from the UDCG liaison system)",
+            "native:UDCG",
+            "capability.pledge",
+            _label("NATO", "RESTRICTED", ALL),
+            s["capability.pledge"],
+        ),
+        Step(
+            "NSATU tracks the delivery (NATO SECRET: UDCG is cleared to CONFIDENTIAL)",
+            "nsatu-liaison",
+            "delivery.status",
+            _label("NATO", "SECRET", ALL),
+            s["delivery.status"],
+        ),
+        Step(
+            "EUMAM offers training (XML from the EUMAM liaison system)",
+            "native:EUMAM",
+            "training.offer",
+            _label("EU", "RESTRICTED", ALL),
+            s["training.offer"],
+        ),
+        Step(
+            "NSATU requests the training (releasable to EUMAM and NSATU only)",
+            "nsatu-liaison",
+            "training.request",
+            _label("NATO", "RESTRICTED", ["EUMAM", "NSATU"]),
+            s["training.request"],
+        ),
+        Step(
+            "A lesson learned is shared with everyone",
+            "eumam-liaison",
+            "lesson.learned",
+            _label("EU", "UNCLASSIFIED", ALL),
+            s["lesson.learned"],
+        ),
+        Step(
+            "A lesson learned under a caveat nobody holds",
+            "udcg-liaison",
+            "lesson.learned",
+            _label("NATO", "RESTRICTED", ALL, ["JATEC-ONLY"]),
+            s["lesson.learned"],
+        ),
     ]
 
 
@@ -75,8 +105,13 @@ async def _post(system: System, sender: str, msg: dict[str, Any]) -> int:
 def _native_doc(org: str, step: Step) -> bytes:
     codec = codec_for(org.lower())
     dm = DeliveredMessage(
-        id=uuid7(), kind=step.kind, originator=org, sender=f"{org.lower()}-liaison",
-        created=rfc3339(utcnow()), label=msgspec.convert(step.label, Label), body=step.body,
+        id=uuid7(),
+        kind=step.kind,
+        originator=org,
+        sender=f"{org.lower()}-liaison",
+        created=rfc3339(utcnow()),
+        label=msgspec.convert(step.label, Label),
+        body=step.body,
     )
     return codec.encode(dm)
 
@@ -93,7 +128,9 @@ async def run_demo(system: System, out: TextIO, timeout_s: float = 60.0) -> None
             how = f"{org} native system"
         else:
             org = system.holder.current.senders[step.via].organisation
-            msg = build_message(kind=step.kind, sender=step.via, originator=org, label=step.label, body=step.body)
+            msg = build_message(
+                kind=step.kind, sender=step.via, originator=org, label=step.label, body=step.body
+            )
             status = await _post(system, step.via, msg)
             how = f"{step.via} (HTTP {status})"
         expected_decisions += len(system.holder.current.organisations)

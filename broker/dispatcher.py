@@ -118,7 +118,8 @@ class Dispatcher:
         self.ack_wait_s = ack_wait_s
         self._task: asyncio.Task[None] | None = None
         self.m_decisions = metrics.counter(
-            "coord_release_decisions_total", "release decisions by organisation and outcome",
+            "coord_release_decisions_total",
+            "release decisions by organisation and outcome",
             ("organisation", "outcome"),
         )
         self.processed = 0
@@ -136,9 +137,7 @@ class Dispatcher:
                 await self._task
 
     async def _subscribe(self) -> Any:
-        await self.bus.wait_connected(timeout=3600)
-        while not self.bus.ready:
-            await asyncio.sleep(0.05)
+        await self.bus.wait_ready()
         with translate_errors("dispatcher subscribe"):
             return await self.bus.js.pull_subscribe(
                 "coord.msg.>",
@@ -209,16 +208,24 @@ class Dispatcher:
         except (msgspec.DecodeError, ValueError):
             # Only the gateway publishes here and it stored what it checked: this is corruption.
             log.error("dispatcher.unreadable", seq=m.metadata.sequence.stream)
-            return [], [AuditEvent(event="withheld", time=rfc3339(utcnow()), actor=org, reason="integrity")
-                        for org in sorted(policy.organisations)]
+            return [], [
+                AuditEvent(event="withheld", time=rfc3339(utcnow()), actor=org, reason="integrity")
+                for org in sorted(policy.organisations)
+            ]
         digest = (m.headers or {}).get(HDR_DIGEST)
         now = rfc3339(utcnow())
 
         def event(name: str, org: str, reason: str | None) -> AuditEvent:
             return AuditEvent(
                 event=name,  # type: ignore[arg-type]  # one of "released" / "withheld"
-                time=now, message_id=msg.id, kind=msg.kind, originator=msg.originator,
-                label=msg.label, actor=org, reason=reason, envelope_sha256=digest,
+                time=now,
+                message_id=msg.id,
+                kind=msg.kind,
+                originator=msg.originator,
+                label=msg.label,
+                actor=org,
+                reason=reason,
+                envelope_sha256=digest,
             )
 
         if not originator_signature_ok(policy, env, payload, msg):
@@ -235,11 +242,13 @@ class Dispatcher:
             if signed is None:
                 signed = countersign(env, payload, self.keyid, self.key)
             self.m_decisions.inc(d.organisation, "released")
-            pubs.append((
-                delivery_subject(d.organisation, msg),
-                signed,
-                f"{msg.id}:{d.organisation}",
-                {HDR_ORG: d.organisation, HDR_DIGEST: digest or ""},
-            ))
+            pubs.append(
+                (
+                    delivery_subject(d.organisation, msg),
+                    signed,
+                    f"{msg.id}:{d.organisation}",
+                    {HDR_ORG: d.organisation, HDR_DIGEST: digest or ""},
+                )
+            )
             evs.append(event("released", d.organisation, None))
         return pubs, evs

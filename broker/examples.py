@@ -17,10 +17,17 @@ def example_curl(paths: StatePaths, gateway_url: str) -> str:
         kind="status.update",
         sender=EXAMPLE_SENDER,
         originator="NSATU",
-        label={"policy": "NATO", "classification": "RESTRICTED", "releasable_to": ["EUMAM", "NSATU"],
-               "caveats": []},
-        body={"topic": "Air-defence hub Rzeszow", "state": "GREEN",
-              "summary": "Hub operating normally; two convoys cleared today."},
+        label={
+            "policy": "NATO",
+            "classification": "RESTRICTED",
+            "releasable_to": ["EUMAM", "NSATU"],
+            "caveats": [],
+        },
+        body={
+            "topic": "Air-defence hub Rzeszow",
+            "state": "GREEN",
+            "summary": "Hub operating normally; two convoys cleared today.",
+        },
     )
     out = paths.root / "examples" / "status-update.envelope.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -28,7 +35,8 @@ def example_curl(paths: StatePaths, gateway_url: str) -> str:
     ident = paths.identity_dir(EXAMPLE_SENDER)
     q = shlex.quote
     return (
-        f"curl --cacert {q(str(paths.ca_crt))} --cert {q(str(ident / 'tls.crt'))} --key {q(str(ident / 'tls.key'))} \\\n"
+        f"curl --cacert {q(str(paths.ca_crt))} \\\n"
+        f"  --cert {q(str(ident / 'tls.crt'))} --key {q(str(ident / 'tls.key'))} \\\n"
         f"  -H 'Content-Type: application/json' --data-binary @{q(str(out))} \\\n"
         f"  {gateway_url}/v1/messages"
     )

@@ -17,9 +17,24 @@ import structlog
 
 FORBIDDEN_KEYS = frozenset(
     {
-        "body", "content", "payload", "envelope", "data", "message_bytes", "raw",
-        "key", "private_key", "signing_key", "seed", "password", "secret", "token", "cert", "certificate",
-        "sig", "signature",
+        "body",
+        "content",
+        "payload",
+        "envelope",
+        "data",
+        "message_bytes",
+        "raw",
+        "key",
+        "private_key",
+        "signing_key",
+        "seed",
+        "password",
+        "secret",
+        "token",
+        "cert",
+        "certificate",
+        "sig",
+        "signature",
     }
 )
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----")
@@ -35,8 +50,10 @@ def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[st
 
 
 def configure(*, console: bool, level: int = logging.INFO) -> None:
-    renderer: Any = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()) if console else (
-        structlog.processors.JSONRenderer()
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if console
+        else (structlog.processors.JSONRenderer())
     )
     structlog.configure(
         processors=[

@@ -44,7 +44,11 @@ class Gauge:
     read: Callable[[], float]
 
     def render(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge", f"{self.name} {self.read():g}"]
+        return [
+            f"# HELP {self.name} {self.help}",
+            f"# TYPE {self.name} gauge",
+            f"{self.name} {self.read():g}",
+        ]
 
 
 @dataclass
@@ -73,8 +77,11 @@ class Histogram:
         for b, c in zip(self.buckets, self.counts, strict=True):
             acc += c
             out.append(f'{self.name}_bucket{{le="{b:g}"}} {acc}')
-        out += [f'{self.name}_bucket{{le="+Inf"}} {self.n}', f"{self.name}_sum {self.total:g}",
-                f"{self.name}_count {self.n}"]
+        out += [
+            f'{self.name}_bucket{{le="+Inf"}} {self.n}',
+            f"{self.name}_sum {self.total:g}",
+            f"{self.name}_count {self.n}",
+        ]
         return out
 
 

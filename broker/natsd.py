@@ -103,7 +103,9 @@ class NatsServer:
         (self.dir / "jetstream").mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_config(self.cfg), encoding="utf-8")
         logf = (self.dir / "nats-server.log").open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
+        # Popen returns at once (fork/exec); a plain Popen keeps pid, poll and kill synchronous for
+        # the fault tests, which asyncio's subprocess transport would not.
+        self.proc = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed binary, our own config
             [nats_server_binary(), "-c", str(self.config_path)],
             stdout=logf,
             stderr=subprocess.STDOUT,
@@ -114,7 +116,9 @@ class NatsServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BusUnavailable(f"nats-server exited with {self.proc.returncode}; see {self.dir}/nats-server.log")
+                raise BusUnavailable(
+                    f"nats-server exited with {self.proc.returncode}; see {self.dir}/nats-server.log"
+                )
             if ports_file.exists():
                 with contextlib.suppress(ValueError):
                     ports = json.loads(ports_file.read_text())
@@ -138,7 +142,7 @@ class NatsServer:
             return
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
+        while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a child
             await asyncio.sleep(0.05)
         if proc.poll() is None:
             proc.kill()

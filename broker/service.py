@@ -102,12 +102,13 @@ class System:
     async def _bus(self, name: str, timeout: float = 60.0) -> Bus:
         """A connection entered on the stack, returned once it is connected and the streams exist."""
         bus = await self._stack.enter_async_context(Bus(self.bus_settings(name)))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not bus.ready:
-            if loop.time() > deadline:
-                raise BusUnavailable(f"{name}: NATS at {self.nats_url} not ready within {timeout:.0f} s")
-            await asyncio.sleep(0.02)
+        try:
+            async with asyncio.timeout(timeout):
+                await bus.wait_ready()
+        except TimeoutError:
+            raise BusUnavailable(
+                f"{name}: NATS at {self.nats_url} not ready within {timeout:.0f} s"
+            ) from None
         return bus
 
     async def _start(self) -> None:
@@ -130,22 +131,33 @@ class System:
         broker_keyid, broker_key = load_signing_key(paths, "broker")
         audit_bus = await self._bus("coord-audit")
         self.audit = await st.enter_async_context(
-            AuditWriter(audit_bus, instance=policy.name, key_name=broker_keyid, signing_key=broker_key,
-                        metrics=self.metrics, checkpoint_interval_s=o.checkpoint_interval_s)
+            AuditWriter(
+                audit_bus,
+                instance=policy.name,
+                key_name=broker_keyid,
+                signing_key=broker_key,
+                metrics=self.metrics,
+                checkpoint_interval_s=o.checkpoint_interval_s,
+            )
         )
         await self.audit.wait_ready(timeout=60)
         self.status.add("audit", f"tree size {self.audit.tree.size}, checkpoints signed by {broker_keyid}")
 
         gw_bus = await self._bus("coord-gateway")
-        self.gateway = Gateway(policy=self.holder, bus=gw_bus, audit=self.audit, metrics=self.metrics,
-                               instance=policy.name)
+        self.gateway = Gateway(
+            policy=self.holder, bus=gw_bus, audit=self.audit, metrics=self.metrics, instance=policy.name
+        )
         audit_api = AuditApi(policy=self.holder, audit=self.audit, bus=audit_bus, instance=policy.name)
         app = build_app(self.gateway, audit_api.add_routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         st.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, o.host, o.port,
-                           ssl_context=server_context(paths.ca_crt, paths.server_crt, paths.server_key))
+        site = web.TCPSite(
+            runner,
+            o.host,
+            o.port,
+            ssl_context=server_context(paths.ca_crt, paths.server_crt, paths.server_key),
+        )
         await site.start()
         port = runner.addresses[0][1]
         self.gateway_url = f"https://{o.host}:{port}"
@@ -153,8 +165,14 @@ class System:
 
         disp_bus = await self._bus("coord-dispatcher")
         self.dispatcher = await st.enter_async_context(
-            Dispatcher(disp_bus, policy=self.holder, audit=self.audit, broker_keyid=broker_keyid,
-                       broker_key=broker_key, metrics=self.metrics)
+            Dispatcher(
+                disp_bus,
+                policy=self.holder,
+                audit=self.audit,
+                broker_keyid=broker_keyid,
+                broker_key=broker_key,
+                metrics=self.metrics,
+            )
         )
         self.status.add("dispatcher", f"durable consumer on COORD_ACCEPTED, countersigning as {broker_keyid}")
 
@@ -170,16 +188,29 @@ class System:
         sender = f"{name}-adapter"
         keyid, key = load_signing_key(paths, sender)
         client = await st.enter_async_context(
-            GatewayClient(self.gateway_url, client_context(paths.ca_crt, paths.tls_crt(sender), paths.tls_key(sender)))
+            GatewayClient(
+                self.gateway_url, client_context(paths.ca_crt, paths.tls_crt(sender), paths.tls_key(sender))
+            )
         )
         bus = await self._bus(f"coord-adapter-{name}")
         adapter = await st.enter_async_context(
-            Adapter(org=org, codec=codec, native_url=stub.url, bus=bus, policy=self.holder, audit=self.audit,
-                    identity=AdapterIdentity(sender, keyid, key), gateway=client,
-                    state_dir=paths.root / "adapters" / name, ack_wait_s=self.options.adapter_ack_wait_s)
+            Adapter(
+                org=org,
+                codec=codec,
+                native_url=stub.url,
+                bus=bus,
+                policy=self.holder,
+                audit=self.audit,
+                identity=AdapterIdentity(sender, keyid, key),
+                gateway=client,
+                state_dir=paths.root / "adapters" / name,
+                ack_wait_s=self.options.adapter_ack_wait_s,
+            )
         )
         self.adapters[org] = adapter
-        self.status.add(f"adapter {org}", f"delivers to stub {stub.url} ({codec.media_type}), publishes as {sender}")
+        self.status.add(
+            f"adapter {org}", f"delivers to stub {stub.url} ({codec.media_type}), publishes as {sender}"
+        )
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -111,5 +111,7 @@ def verify_threshold(
                 signers.add(name)
                 break
     if len(signers) < threshold:
-        raise SignatureError(f"{len(signers)} valid signature(s) from distinct trusted keys; need {threshold}")
+        raise SignatureError(
+            f"{len(signers)} valid signature(s) from distinct trusted keys; need {threshold}"
+        )
     return payload

@@ -49,8 +49,10 @@ async def run_tail(paths: StatePaths, url: str, args: argparse.Namespace, out: T
             params[key] = getattr(args, key)
     colour = out.isatty() and not args.json
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx), timeout=timeout) as s, \
-            s.get(url.rstrip("/") + "/v1/tail", params=params) as resp:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx), timeout=timeout) as s,
+        s.get(url.rstrip("/") + "/v1/tail", params=params) as resp,
+    ):
         if resp.status != 200:
             body = await resp.text()
             print(f"broker tail: {resp.status}: {body}", file=sys.stderr)

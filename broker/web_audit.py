@@ -56,8 +56,12 @@ def require_operator(request: web.Request, policy: Policy) -> Operator:
 def operator_may_read(policy: Policy, op: Operator, rec: AuditRecord) -> bool:
     if rec.label is None or rec.event == "rejected":
         return False
-    return decide(rec.label, system_high=policy.system_high, clearance=op.clearance,
-                  organisation=op.organisation) is None
+    return (
+        decide(
+            rec.label, system_high=policy.system_high, clearance=op.clearance, organisation=op.organisation
+        )
+        is None
+    )
 
 
 class TailFilter(msgspec.Struct, frozen=True):
@@ -85,14 +89,22 @@ def parse_tail_query(q: Any) -> TailFilter:
             idx = int(since)
         else:
             try:
-                when = rfc3339(parse_created(since)) if since.endswith("Z") else rfc3339(datetime.fromisoformat(since))
+                when = (
+                    rfc3339(parse_created(since))
+                    if since.endswith("Z")
+                    else rfc3339(datetime.fromisoformat(since))
+                )
             except ValueError:
-                raise Problem("invalid", "since must be a record index or an RFC 3339 time",
-                              errors=[{"path": "since", "message": "not an index or RFC 3339 time"}]) from None
+                raise Problem(
+                    "invalid",
+                    "since must be a record index or an RFC 3339 time",
+                    errors=[{"path": "since", "message": "not an index or RFC 3339 time"}],
+                ) from None
     follow = q.get("follow", "false")
     if follow not in ("true", "false"):
-        raise Problem("invalid", "follow must be true or false",
-                      errors=[{"path": "follow", "message": "true or false"}])
+        raise Problem(
+            "invalid", "follow must be true or false", errors=[{"path": "follow", "message": "true or false"}]
+        )
     return TailFilter(idx, when, q.get("kind") or None, q.get("originator") or None, follow == "true")
 
 
@@ -113,24 +125,31 @@ class AuditApi:
         cp, note = self.audit.checkpoint, self.audit.checkpoint_note
         if cp is None or note is None:
             raise Problem("not-found", "no checkpoint has been signed yet")
-        return web.json_response({"origin": cp.origin, "size": cp.size,
-                                  "root": base64.b64encode(cp.root).decode(), "note": note})
+        return web.json_response(
+            {"origin": cp.origin, "size": cp.size, "root": base64.b64encode(cp.root).decode(), "note": note}
+        )
 
     async def proof(self, request: web.Request) -> web.Response:
         require_operator(request, self.policy.current)
         try:
             index = int(request.query["index"])
         except (KeyError, ValueError):
-            raise Problem("invalid", "index=N is required",
-                          errors=[{"path": "index", "message": "an integer"}]) from None
+            raise Problem(
+                "invalid", "index=N is required", errors=[{"path": "index", "message": "an integer"}]
+            ) from None
         try:
             cp, note, path = self.audit.proof(index)
         except IndexError:
             raise Problem("not-found", "no record with that index under the latest checkpoint") from None
-        return web.json_response({
-            "index": index, "size": cp.size, "leaf_hash": base64.b64encode(self.audit.leaves[index]).decode(),
-            "proof": [base64.b64encode(h).decode() for h in path], "checkpoint": note,
-        })
+        return web.json_response(
+            {
+                "index": index,
+                "size": cp.size,
+                "leaf_hash": base64.b64encode(self.audit.leaves[index]).decode(),
+                "proof": [base64.b64encode(h).decode() for h in path],
+                "checkpoint": note,
+            }
+        )
 
     async def tail(self, request: web.Request) -> web.StreamResponse:
         policy = self.policy.current
@@ -142,7 +161,9 @@ class AuditApi:
         try:
             async for rec in self._records(flt):
                 event = await self._event(self.policy.current, op, rec)
-                await resp.write(b"id: %d\nevent: %s\ndata: %s\n\n" % (rec.index, rec.event.encode(), _ENC.encode(event)))
+                await resp.write(
+                    b"id: %d\nevent: %s\ndata: %s\n\n" % (rec.index, rec.event.encode(), _ENC.encode(event))
+                )
         except (ConnectionResetError, asyncio.CancelledError):
             await self._note(op, "tail-closed")
             raise
@@ -160,9 +181,11 @@ class AuditApi:
             return
         try:
             sub = await self.bus.js.pull_subscribe(
-                self.audit.subject, stream=AUDIT_STREAM,
-                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE,
-                                      inactive_threshold=30.0),
+                self.audit.subject,
+                stream=AUDIT_STREAM,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=30.0
+                ),
             )
         except nats.errors.Error as exc:
             raise BusUnavailable(f"tail: {exc}") from exc
@@ -187,8 +210,14 @@ class AuditApi:
 
     async def _event(self, policy: Policy, op: Operator, rec: AuditRecord) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "index": rec.index, "time": rec.time, "event": rec.event, "message_id": rec.message_id,
-            "kind": rec.kind, "originator": rec.originator, "actor": rec.actor, "reason": rec.reason,
+            "index": rec.index,
+            "time": rec.time,
+            "event": rec.event,
+            "message_id": rec.message_id,
+            "kind": rec.kind,
+            "originator": rec.originator,
+            "actor": rec.actor,
+            "reason": rec.reason,
             "label": msgspec.to_builtins(rec.label) if rec.label is not None else None,
             "marking": label_marking(rec.label) if rec.label is not None else UNLABELLED,
         }

@@ -258,8 +258,12 @@ class Gateway:
         )
 
     async def metrics_text(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8",
-                            headers={"X-Prometheus-Format": "0.0.4"})
+        return web.Response(
+            text=self.metrics.render(),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Prometheus-Format": "0.0.4"},
+        )
 
     async def schema_index(self, request: web.Request) -> web.Response:
         docs = {name: msgspec.json.decode(b) for name, b in self.schemas.items()}

@@ -19,8 +19,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def problem_response(p: Problem) -> web.Response:
     headers = {"Retry-After": str(p.retry_after)} if p.retry_after is not None else None
-    return web.Response(status=p.status, body=_ENC.encode(p.to_dict()), content_type=PROBLEM_JSON,
-                        headers=headers)
+    return web.Response(
+        status=p.status, body=_ENC.encode(p.to_dict()), content_type=PROBLEM_JSON, headers=headers
+    )
 
 
 @web.middleware

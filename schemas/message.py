@@ -32,9 +32,7 @@ MessageId = Annotated[
     ),
 ]
 SenderId = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{2,62}$")]
-KeyId = Annotated[
-    str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{2,62}:[A-Za-z0-9._-]{1,64}$", max_length=128)
-]
+KeyId = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{2,62}:[A-Za-z0-9._-]{1,64}$", max_length=128)]
 Timestamp = Annotated[
     str,
     msgspec.Meta(
@@ -44,7 +42,14 @@ Timestamp = Annotated[
 ]
 
 
-class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind", kw_only=True, omit_defaults=True):
+class _Message(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="kind",
+    kw_only=True,
+    omit_defaults=True,
+):
     """Fields common to every kind; `kind` is the union's tag."""
 
     kind_name: ClassVar[str]

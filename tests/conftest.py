@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,12 @@ from broker.service import System, SystemOptions
 from broker.state import StatePaths
 from broker.tls import client_context
 
-LABEL_NR = {"policy": "NATO", "classification": "RESTRICTED", "releasable_to": ["EUMAM", "NSATU"], "caveats": []}
+LABEL_NR = {
+    "policy": "NATO",
+    "classification": "RESTRICTED",
+    "releasable_to": ["EUMAM", "NSATU"],
+    "caveats": [],
+}
 STATUS_BODY = {"topic": "Hub Rzeszow", "state": "GREEN", "summary": "Nominal."}
 
 
@@ -42,8 +46,9 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> StatePaths:
 
 @pytest_asyncio.fixture(scope="session")
 async def system(state: StatePaths, nats_server: NatsServer) -> AsyncIterator[System]:
-    opts = SystemOptions(state=state.root, port=0, nats_url=nats_server.url, adapter_ack_wait_s=5.0,
-                         checkpoint_interval_s=0.5)
+    opts = SystemOptions(
+        state=state.root, port=0, nats_url=nats_server.url, adapter_ack_wait_s=5.0, checkpoint_interval_s=0.5
+    )
     async with System(opts) as sys_:
         yield sys_
 
@@ -80,10 +85,22 @@ async def client_for(system: System, state: StatePaths) -> AsyncIterator[ClientF
         await c.aclose()
 
 
-def message(sender: str = "nsatu-liaison", originator: str = "NSATU", kind: str = "status.update",
-            label: dict[str, Any] | None = None, body: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-    return build_message(kind=kind, sender=sender, originator=originator, label=label or LABEL_NR,
-                         body=body or STATUS_BODY, **kw)
+def message(
+    sender: str = "nsatu-liaison",
+    originator: str = "NSATU",
+    kind: str = "status.update",
+    label: dict[str, Any] | None = None,
+    body: dict[str, Any] | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    return build_message(
+        kind=kind,
+        sender=sender,
+        originator=originator,
+        label=label or LABEL_NR,
+        body=body or STATUS_BODY,
+        **kw,
+    )
 
 
 def sealed(state: StatePaths, msg: dict[str, Any], ident: str | None = None) -> bytes:

@@ -49,11 +49,15 @@ async def test_restart_continues_the_tree_and_verifies(tmp_path: Path) -> None:
     state = StatePaths(tmp_path / "state")
     ensure_defaults(state)
     async with NatsServer(tmp_path / "nats") as srv:
-        opts = SystemOptions(state=state.root, port=0, nats_url=srv.url, adapters=False, checkpoint_interval_s=0.2)
+        opts = SystemOptions(
+            state=state.root, port=0, nats_url=srv.url, adapters=False, checkpoint_interval_s=0.2
+        )
         sizes = []
         for round_ in range(2):
             async with System(opts) as system:
-                ctx = client_context(state.ca_crt, state.tls_crt("eumam-liaison"), state.tls_key("eumam-liaison"))
+                ctx = client_context(
+                    state.ca_crt, state.tls_crt("eumam-liaison"), state.tls_key("eumam-liaison")
+                )
                 async with GatewayClient(system.gateway_url, ctx) as gw:
                     for _ in range(5):
                         msg = message(sender="eumam-liaison", originator="EUMAM")
@@ -61,8 +65,11 @@ async def test_restart_continues_the_tree_and_verifies(tmp_path: Path) -> None:
                 await eventually(lambda s=system: s.dispatcher.processed >= 5)
                 if round_ == 1:
                     assert system.audit.tree.size > sizes[0]  # continued, not restarted at 0
-                await eventually(lambda s=system: s.audit.checkpoint is not None
-                                 and s.audit.checkpoint.size == s.audit.tree.size)
+                await eventually(
+                    lambda s=system: (
+                        s.audit.checkpoint is not None and s.audit.checkpoint.size == s.audit.tree.size
+                    )
+                )
                 sizes.append(system.audit.tree.size)
         async with Bus(BusSettings(servers=(srv.url,)), ensure_streams=False) as bus:
             await bus.wait_connected(10)
@@ -92,14 +99,19 @@ async def test_full_queue_slows_producers_and_drops_nothing(tmp_path: Path) -> N
 
     async with NatsServer(tmp_path / "nats") as srv, Bus(BusSettings(servers=(srv.url,), name="q")) as bus:
         await bus.wait_connected(10)
-        async with AuditWriter(bus, instance="queue-test", key_name=keyid, signing_key=key,
-                               metrics=Registry(), queue_max=4) as w:
+        async with AuditWriter(
+            bus, instance="queue-test", key_name=keyid, signing_key=key, metrics=Registry(), queue_max=4
+        ) as w:
             await asyncio.wait_for(w.ready.wait(), 30)
             start = w.tree.size
-            futs = await asyncio.gather(*(
-                w.record(AuditEvent(event="tail-opened", time="2026-11-26T00:00:00.000000Z", actor=f"op-{i}"))
-                for i in range(300)
-            ))
+            futs = await asyncio.gather(
+                *(
+                    w.record(
+                        AuditEvent(event="tail-opened", time="2026-11-26T00:00:00.000000Z", actor=f"op-{i}")
+                    )
+                    for i in range(300)
+                )
+            )
             indices = await asyncio.gather(*futs)
     assert sorted(indices) == list(range(start, start + 300))
 
@@ -119,8 +131,13 @@ async def test_checkpoint_and_proof_for_operators_only(
     assert proof.status == 200
     p = proof.body
     cp2 = verify_checkpoint(p["checkpoint"], trusted, origin)
-    verify_inclusion(base64.b64decode(p["leaf_hash"]), p["index"], cp2.size,
-                     [base64.b64decode(h) for h in p["proof"]], cp2.root)
+    verify_inclusion(
+        base64.b64decode(p["leaf_hash"]),
+        p["index"],
+        cp2.size,
+        [base64.b64decode(h) for h in p["proof"]],
+        cp2.root,
+    )
     assert (await op.request("GET", "/v1/audit/proof?index=999999999")).status == 404
     for path in ("/v1/audit/checkpoint", "/v1/audit/proof?index=0", "/v1/tail"):
         r = await gw.request("GET", path)
@@ -142,8 +159,12 @@ async def test_tail_redacts_above_clearance_and_shows_to_cleared(
     system: System, state: StatePaths, client_for: ClientFactory
 ) -> None:
     marker = "CONFIDENTIAL-BODY-MARKER-7f3a"
-    label = {"policy": "NATO", "classification": "CONFIDENTIAL", "releasable_to": ["EUMAM", "NSATU", "UDCG"],
-             "caveats": []}
+    label = {
+        "policy": "NATO",
+        "classification": "CONFIDENTIAL",
+        "releasable_to": ["EUMAM", "NSATU", "UDCG"],
+        "caveats": [],
+    }
     msg = message(label=label, body={"topic": marker, "state": "AMBER", "summary": marker})
     gw = await client_for("nsatu-liaison")
     start = system.audit.tree.size
@@ -184,7 +205,9 @@ async def test_rejected_body_is_nowhere(
     await eventually(lambda: system.audit.tree.size > start)
     op = await client_for("secret-officer")
     _, events, raw = await _sse(op, f"since={start}")
-    assert any(e["event"] == "rejected" and e["message_id"] == msg["id"] and e.get("redacted") for e in events)
+    assert any(
+        e["event"] == "rejected" and e["message_id"] == msg["id"] and e.get("redacted") for e in events
+    )
     assert marker.encode() not in raw
     payload_b64 = msgspec.json.decode(env)["payload"].encode()
     needles = [marker.encode(), payload_b64[40:80]]

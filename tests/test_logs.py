@@ -19,8 +19,15 @@ def test_scrub_replaces_bodies_keys_and_pem() -> None:
     )
     try:
         log = structlog.get_logger("t")
-        log.info("evt", body={"topic": "SECRET-TOPIC"}, payload="eyJzZWNyZXQi", key=b"\x01\x02",
-                 note="-----BEGIN PRIVATE KEY-----\nMC4CAQ", raw=b"xx", message_id="m-1")
+        log.info(
+            "evt",
+            body={"topic": "SECRET-TOPIC"},
+            payload="eyJzZWNyZXQi",
+            key=b"\x01\x02",
+            note="-----BEGIN PRIVATE KEY-----\nMC4CAQ",
+            raw=b"xx",
+            message_id="m-1",
+        )
     finally:
         structlog.reset_defaults()
     out = buf.getvalue()

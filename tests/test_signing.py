@@ -72,9 +72,16 @@ def test_sign_then_verify_and_tamper() -> None:
     pub = sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     payload = b'{"a":1}'
     sig = b64encode(sign(sk, "t", payload))
-    ok = verify_threshold("t", b64encode(payload), [RawSignature("k", sig)], {"k": pub},
-                          threshold=1, supported_types=["t"])
+    ok = verify_threshold(
+        "t", b64encode(payload), [RawSignature("k", sig)], {"k": pub}, threshold=1, supported_types=["t"]
+    )
     assert ok == payload
     with pytest.raises(SignatureError):
-        verify_threshold("t", b64encode(b'{"a":2}'), [RawSignature("k", sig)], {"k": pub},
-                         threshold=1, supported_types=["t"])
+        verify_threshold(
+            "t",
+            b64encode(b'{"a":2}'),
+            [RawSignature("k", sig)],
+            {"k": pub},
+            threshold=1,
+            supported_types=["t"],
+        )

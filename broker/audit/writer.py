@@ -56,6 +56,8 @@ async def last_seq_of(bus: Bus, subject: str) -> int:
     except nats.errors.Error as exc:
         raise BusUnavailable(f"audit log: {exc}") from exc
     return int(raw.seq or 0)
+
+
 BATCH_MAX_RECORDS = 500
 BATCH_MAX_BYTES = 512 * 1024
 
@@ -127,8 +129,12 @@ async def read_log(
         sub = await bus.js.pull_subscribe(
             subject,
             stream=AUDIT_STREAM,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq,
-                                  inactive_threshold=30.0, ack_policy=AckPolicy.NONE),
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start_seq,
+                inactive_threshold=30.0,
+                ack_policy=AckPolicy.NONE,
+            ),
         )
     except nats.errors.Error as exc:
         raise BusUnavailable(f"read audit log: {exc}") from exc
@@ -179,7 +185,9 @@ class AuditWriter:
         self._task: asyncio.Task[None] | None = None
         self._last_cp_time = time.monotonic()
         self.ready = asyncio.Event()
-        self.m_records = metrics.counter("coord_audit_records_total", "audit records stored, by event", ("event",))
+        self.m_records = metrics.counter(
+            "coord_audit_records_total", "audit records stored, by event", ("event",)
+        )
         metrics.gauge("coord_audit_queue_depth", "audit records waiting for the writer", self._queue.qsize)
         metrics.gauge("coord_audit_tree_size", "records in the audit Merkle tree", lambda: self.tree.size)
 
@@ -195,10 +203,10 @@ class AuditWriter:
     async def aclose(self, drain_timeout: float = 5.0) -> None:
         if self._task is None:
             return
-        if self.ready.is_set() and self.bus.connected:
-            deadline = time.monotonic() + drain_timeout
-            while not self._queue.empty() and time.monotonic() < deadline and not self._task.done():
-                await asyncio.sleep(0.02)
+        if self.ready.is_set() and self.bus.connected and not self._task.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_timeout):
+                    await self._queue.join()  # what producers handed over is written first
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -213,7 +221,9 @@ class AuditWriter:
         """Until recovery is done; raises what stopped the writer (e.g. AuditIntegrityError)."""
         assert self._task is not None  # noqa: S101 - entered
         ready = asyncio.create_task(self.ready.wait())
-        done, _ = await asyncio.wait({ready, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {ready, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         ready.cancel()
         if self._task in done:
             self._task.result()
@@ -252,9 +262,7 @@ class AuditWriter:
             raise
 
     async def _recover(self) -> None:
-        await self.bus.wait_connected(timeout=3600)
-        while not self.bus.ready:
-            await asyncio.sleep(0.05)
+        await self.bus.wait_ready()
         tree, leaves = CompactRange(), LeafHashes()
         note: str | None = None
         cp: Checkpoint | None = None
@@ -304,9 +312,7 @@ class AuditWriter:
         note: str | None = None
         cp: Checkpoint | None = None
         since = tree.size - (self.checkpoint.size if self.checkpoint else 0)
-        if since > 0 and (
-            since >= self._every or time.monotonic() - self._last_cp_time >= self._interval
-        ):
+        if since > 0 and (since >= self._every or time.monotonic() - self._last_cp_time >= self._interval):
             cp = Checkpoint(self.origin, tree.size, tree.root())
             note = sign_checkpoint(cp, self.key_name, self._key)
             lines.append(msgspec.json.encode({"type": "checkpoint", "note": note}))
@@ -318,7 +324,9 @@ class AuditWriter:
         delay = 0.1
         while True:
             try:
-                await self.bus.publish(self.subject, data, msg_id=f"audit-{self.instance}-{first}-{tree.size}")
+                await self.bus.publish(
+                    self.subject, data, msg_id=f"audit-{self.instance}-{first}-{tree.size}"
+                )
                 break
             except BusUnavailable as exc:
                 log.warning("audit.write_retry", error=str(exc))
@@ -328,6 +336,7 @@ class AuditWriter:
         for h in hashes:
             self.leaves.append(h)
         for i, p in enumerate(batch):
+            self._queue.task_done()
             self.m_records.inc(p.ev.event)
             if not p.done.done():
                 p.done.set_result(first + i)
