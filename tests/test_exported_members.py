@@ -1,0 +1,28 @@
+"""Each package's public `__all__` is sorted and every name in it exists (httpx's habit)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+MODULES = [
+    "broker",
+    "schemas",
+    "adapters",
+    "adapters.formats",
+    "broker.audit",
+    "broker.audit.merkle",
+    "broker.audit.verify",
+    "broker.state",
+    "adapters.stub",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_all_is_sorted_and_resolves(name: str) -> None:
+    mod = importlib.import_module(name)
+    exported = list(getattr(mod, "__all__", []))
+    assert exported == sorted(exported), f"{name}.__all__ is not sorted"
+    for attr in exported:
+        assert hasattr(mod, attr), f"{name}.__all__ names {attr!r}, which does not exist"
