@@ -12,7 +12,8 @@ HTTP API:
   type's media type is not the stub's; `422 {"error": ...}` for a document refused permanently: it
   contains the text `POISON`, matches a `reject_documents` predicate, or - when the stub's name is a
   known codec (`nsatu`, `eumam`, `udcg`) and `validate` is on - does not decode with that codec or one of
-  its messages' `ref` matches a `reject_refs` predicate.
+  its messages' `ref` matches a `reject_refs` predicate. With `idempotent=True` a repeated
+  `Idempotency-Key` is answered `200 {"seq", "duplicate": true}` and not recorded again.
 * `GET /received` - the recorded documents: `[{"seq", "content_type", "body", "body_b64"}]` (`body` is
   the UTF-8 text, or null if the bytes are not UTF-8; `body_b64` the exact bytes).
 * `GET /outbox?after=N&limit=M` - documents the native system publishes, for the adapter to pull:
@@ -69,13 +70,18 @@ def _media(content_type: str) -> str:
 class StubNativeSystem:
     """A native liaison system on loopback: an inbox it records, an outbox an adapter polls."""
 
-    def __init__(self, name: str, media_type: str, *, validate: bool = True) -> None:
+    def __init__(self, name: str, media_type: str, *, validate: bool = True, idempotent: bool = False) -> None:
         self.name = name
         self.media_type = media_type
         self.received: list[Document] = []
         self.outbox: list[Document] = []
         self.attempts = 0
         self.delay_s = 0.0  # a slow native system: each accepted POST /inbox is answered this much later
+        # An idempotent native system records a document once per `Idempotency-Key` and answers a repeat
+        # with 200 (what exactly-once needs when an adapter dies between the native accept and its ack).
+        self.idempotent = idempotent
+        self._keys: dict[str, int] = {}
+        self.repeats = 0
         self._codec = CODECS.get(name.lower()) if validate else None
         self._down = False
         self._fail_until = 0.0
@@ -150,8 +156,14 @@ class StubNativeSystem:
             return web.json_response({"error": reason}, status=422)
         if self.delay_s > 0:
             await asyncio.sleep(self.delay_s)
+        key = request.headers.get("Idempotency-Key")
+        if self.idempotent and key is not None and key in self._keys:
+            self.repeats += 1
+            return web.json_response({"seq": self._keys[key], "duplicate": True}, status=200)
         doc = Document(len(self.received) + 1, body, request.headers.get("Content-Type", ""))
         self.received.append(doc)
+        if key is not None:
+            self._keys[key] = doc.seq
         return web.json_response({"seq": doc.seq}, status=202)
 
     def _refusal(self, body: bytes) -> str | None:

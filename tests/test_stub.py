@@ -156,3 +156,17 @@ async def test_each_organisation_gets_its_own_port() -> None:
         StubNativeSystem("udcg", CODECS["udcg"].media_type) as b,
     ):
         assert a.url != b.url
+
+
+async def test_idempotent_stub_records_a_key_once() -> None:
+    import aiohttp
+
+    from adapters.stub import StubNativeSystem
+
+    async with StubNativeSystem("plain", "text/plain", idempotent=True) as stub, aiohttp.ClientSession() as s:
+        hdrs = {"Content-Type": "text/plain", "Idempotency-Key": "k-1"}
+        async with s.post(stub.url + "/inbox", data=b"a", headers=hdrs) as r1:
+            assert r1.status == 202
+        async with s.post(stub.url + "/inbox", data=b"a", headers=hdrs) as r2:
+            assert r2.status == 200 and (await r2.json())["duplicate"] is True
+        assert len(stub.received) == 1 and stub.repeats == 1
