@@ -1,7 +1,7 @@
 """The one small base every adapter (NSATU, EUMAM, UDCG) runs on: outbound and inbound.
 
-Outbound (broker -> native): a durable pull consumer of `coord.deliver.<org>.>` with one message in
-flight, so each originator's messages reach the native system in the order they were accepted.
+Outbound (broker -> native): binds to its durable pull consumer of `coord.deliver.<ORG>.<rank>.>` (made by
+the admin identity, filtered to the organisation's clearance ranks) with one message in flight, so each originator's messages reach the native system in the order they were accepted.
 For each delivery: `verify_delivery` (both signatures, the access decision for this organisation),
 then a check of the organisation's delivered-ids bucket (a JetStream key-value bucket: a redelivery
 never reaches the native system twice), the codec's rendering, and `POST /inbox` with the message
@@ -36,7 +36,6 @@ import nats.js.errors
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 
 from adapters.formats import Codec, DeliveredMessage, NativeFormatError
 from adapters.verify import DeliveryRefused, verify_delivery
@@ -45,6 +44,7 @@ from broker.bus import DELIVERY_STREAM, HDR_DIGEST, MSG_ID, Bus, translate_error
 from broker.client import GatewayClient, build_message, seal_message
 from broker.clock import rfc3339, utcnow
 from broker.errors import BusUnavailable, MarkingError
+from broker.nats_auth import delivered_bucket
 from broker.web_gateway import PolicySource
 
 log = structlog.get_logger(__name__)
@@ -140,24 +140,12 @@ class Adapter:
     async def _setup_outbound(self) -> Any:
         await self.bus.wait_ready()
         js = self.bus.js
+        # The bucket and the durable consumer (filtered to this organisation's deliveries up to its
+        # clearance) are made by the admin identity (broker.nats_auth.provision): an adapter may only
+        # bind to them, so even a compromised adapter cannot widen what it reads.
         with translate_errors("adapter setup"):
-            self._kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=f"coord_delivered_{self.org.lower()}", history=1, storage=StorageType.FILE
-                )
-            )
-            return await js.pull_subscribe(
-                f"coord.deliver.{self.org}.>",
-                durable=self.durable,
-                stream=DELIVERY_STREAM,
-                config=ConsumerConfig(
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=self.ack_wait_s,
-                    max_ack_pending=1,
-                    max_deliver=-1,
-                ),
-            )
+            self._kv = await js.key_value(delivered_bucket(self.org))
+            return await js.pull_subscribe_bind(durable=self.durable, stream=DELIVERY_STREAM)
 
     async def _outbound(self) -> None:
         while True:
@@ -241,10 +229,11 @@ class Adapter:
         if status >= 400:
             await self._dead_letter(m, msg, f"native-rejected-{status}", digest)
             return
-        with translate_errors("record delivered"):
-            await self._kv.put(msg.id, b"1")
+        # The delivered-id and the audit record are both made durable before the ack, concurrently:
+        # two fsynced writes in parallel instead of one after the other.
         done = await self.audit.record(self._event("delivered", msg, None, digest))
-        await done
+        with translate_errors("record delivered"):
+            await asyncio.gather(self._kv.put(msg.id, b"1"), done)
         await m.ack_sync()
         self.stats.delivered += 1
 

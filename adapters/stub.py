@@ -70,7 +70,9 @@ def _media(content_type: str) -> str:
 class StubNativeSystem:
     """A native liaison system on loopback: an inbox it records, an outbox an adapter polls."""
 
-    def __init__(self, name: str, media_type: str, *, validate: bool = True, idempotent: bool = False) -> None:
+    def __init__(
+        self, name: str, media_type: str, *, validate: bool = True, idempotent: bool = False
+    ) -> None:
         self.name = name
         self.media_type = media_type
         self.received: list[Document] = []

@@ -4,12 +4,19 @@ nats-py's exceptions stop here: callers see `BusUnavailable` (retry later, same 
 else. Settings follow ../shared/NATS-NOTES.md: unlimited reconnects, a 10 s ping, no publish
 buffering while disconnected (a publish that cannot reach the server fails at once instead of
 being flushed after the client was told 503), JetStream publish with `Nats-Msg-Id` only.
+
+Security (docs/nats-security.md): with `tls` set the connection is TLS from the first byte
+(`tls_handshake_first`, never a plaintext fallback) and the client certificate is the identity;
+`inbox_prefix` gives each identity its own reply subjects (`_INBOX.<service>.>`), so no service
+can subscribe to another's replies. Only the bootstrap identity creates or updates streams
+(`ensure_streams`); the others only check that the streams they use exist (`require_streams`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +34,17 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from broker.errors import BusUnavailable
 
 log = structlog.get_logger(__name__)
+
+
+class _SslEofNoise(logging.Filter):
+    """nats-py upgrades its plain stream to TLS (`start_tls`), so asyncio's stream protocol does not know
+    it is over TLS and, when the server closes, logs this harmless warning once per connection."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_SslEofNoise())
 
 ACCEPTED_STREAM = "COORD_ACCEPTED"
 DELIVERY_STREAM = "COORD_DELIVER"
@@ -47,6 +65,10 @@ class BusSettings:
     tls: ssl.SSLContext | None = None
     user: str | None = None
     password: str | None = None
+    tls_handshake_first: bool = False
+    inbox_prefix: str = "_INBOX"
+    ensure_streams: bool = True  # create/update the streams (the bootstrap identity only)
+    require_streams: tuple[str, ...] = ()  # without ensure: ready once these exist (stream info)
     replicas: int = 1
     duplicate_window_s: float = 900.0
     publish_timeout_s: float = 5.0
@@ -130,12 +152,14 @@ class Bus:
     while NATS is down and report not-ready; afterwards nats-py reconnects by itself.
     """
 
-    def __init__(self, settings: BusSettings, *, ensure_streams: bool = True) -> None:
+    def __init__(self, settings: BusSettings, *, ensure_streams: bool | None = None) -> None:
         self.settings = settings
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._streams_ok = False
-        self._ensure = ensure_streams
+        self._ensure = settings.ensure_streams if ensure_streams is None else ensure_streams
+        # what must exist before the bus is ready: created (ensure) or only checked (require)
+        self._check = not self._ensure and bool(settings.require_streams)
         self._connector: asyncio.Task[None] | None = None
         self._closed = False
         self._connected_event = asyncio.Event()
@@ -168,6 +192,8 @@ class Bus:
                     servers=list(self.settings.servers),
                     name=self.settings.name,
                     tls=self.settings.tls,
+                    tls_handshake_first=self.settings.tls_handshake_first,
+                    inbox_prefix=self.settings.inbox_prefix,
                     user=self.settings.user,
                     password=self.settings.password,
                     allow_reconnect=True,
@@ -189,12 +215,12 @@ class Bus:
             self._js = nc.jetstream(timeout=self.settings.publish_timeout_s)
             log.info("bus.connected", servers=list(self.settings.servers))
             self._connected_event.set()
-            if not self._ensure:
+            if not self._ensure and not self._check:
                 self._ready_event.set()
             while not self._closed:
-                if self._ensure and not self._streams_ok:
+                if (self._ensure or self._check) and not self._streams_ok:
                     try:
-                        await self.ensure_streams()
+                        await (self.ensure_streams() if self._ensure else self.check_streams())
                     except BusUnavailable as exc:
                         log.warning("bus.streams_pending", error=str(exc))
                         await asyncio.sleep(self.settings.connect_retry_s)
@@ -210,7 +236,7 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         log.info("bus.reconnected")
-        if self._streams_ok or not self._ensure:
+        if self._streams_ok or not (self._ensure or self._check):
             self._ready_event.set()
         for cb in list(self.on_reconnect):
             await cb()
@@ -231,7 +257,7 @@ class Bus:
 
     @property
     def ready(self) -> bool:
-        return self.connected and (self._streams_ok or not self._ensure)
+        return self.connected and (self._streams_ok or not (self._ensure or self._check))
 
     @property
     def js(self) -> JetStreamContext:
@@ -265,6 +291,19 @@ class Bus:
                 ):
                     await js.update_stream(cfg)
                     log.info("bus.stream_updated", stream=cfg.name)
+        self._streams_ok = True
+        if self.connected:
+            self._ready_event.set()
+
+    async def check_streams(self) -> None:
+        """Only check (stream info) that the streams of `require_streams` exist; never create one."""
+        js = self.js
+        with translate_errors("check streams"):
+            for name in self.settings.require_streams:
+                try:
+                    await js.stream_info(name)
+                except nats.js.errors.NotFoundError:
+                    raise BusUnavailable(f"stream {name} does not exist (yet)") from None
         self._streams_ok = True
         if self.connected:
             self._ready_event.set()

@@ -156,6 +156,26 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
         kinds = [k.strip() for k in args.publishes.split(",") if k.strip()]
         new_sender(paths, args.id, args.org, kinds, key_name=args.key_name)
         print(f"sender {args.id} ({args.org}, publishes {', '.join(kinds)}): {paths.identity_dir(args.id)}")
+    _ensure_nats_identities(paths)
+    return 0
+
+
+def _ensure_nats_identities(paths: Any) -> None:
+    from broker.nats_auth import ensure_nats_identities
+    from broker.policy import load_policy
+
+    for made in ensure_nats_identities(paths, load_policy(paths.policy)):
+        print(f"NATS identity made: {made}")
+
+
+def cmd_nats_config(args: argparse.Namespace) -> int:
+    """Print the NATS config generated from the policy (TLS, one user per service, permissions)."""
+    from broker.nats_auth import render_nats_config
+    from broker.policy import load_policy
+
+    paths = _state(args)
+    host, _, port = args.listen.rpartition(":")
+    sys.stdout.write(render_nats_config(paths, load_policy(paths.policy), host=host, port=int(port)))
     return 0
 
 
@@ -172,12 +192,14 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
 
 async def _read_live_log(paths: Any, nats_url: str | None) -> list[bytes]:
     from broker.audit.writer import read_log
-    from broker.bus import Bus, BusSettings
+    from broker.bus import Bus
+    from broker.nats_auth import READER, bus_settings
     from broker.policy import load_policy
 
     instance = load_policy(paths.policy).name
     url = nats_url or _run_file(paths, "nats.url").read_text().strip()
-    async with Bus(BusSettings(servers=(url,), name="coord-audit-export"), ensure_streams=False) as bus:
+    # operators' read path: the `reader` NATS identity (pki/nats/reader.crt)
+    async with Bus(bus_settings(paths, READER, url, name="coord-audit-export"), ensure_streams=False) as bus:
         await bus.wait_connected(timeout=10)
         return [data for _, data in await read_log(bus, instance=instance)]
 
@@ -289,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     kn.add_argument("--key-name")
     kn.set_defaults(func=cmd_keys_new)
 
+    nc = sub.add_parser("nats-config", help="print the NATS config generated from the policy")
+    nc.add_argument("--listen", default="127.0.0.1:4222", help="client listen address HOST:PORT")
+    nc.set_defaults(func=cmd_nats_config)
+
     schemas = sub.add_parser("schemas").add_subparsers(dest="schemas_cmd", required=True)
     se = schemas.add_parser("export", help="write the JSON Schemas to a folder")
     se.add_argument("dir")
@@ -314,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--no-follow", action="store_true")
     tail.add_argument("--url")
     tail.set_defaults(func=cmd_tail)
+    from broker.bench import add_bench_parser
+
+    add_bench_parser(sub)
     return p
 
 

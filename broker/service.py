@@ -5,6 +5,9 @@
                ─ Bus(dispatcher) ─ Dispatcher ─ JetStream COORD_DELIVER
                ─ Bus(adapter-x) ─ Adapter x ─ StubNativeSystem x        (x = nsatu, eumam, udcg)
 
+Each connection is its own NATS identity (broker/nats_auth.py, docs/nats-security.md): `coord-admin`
+creates the streams, buckets and adapter consumers and follows policy changes; the others only use them.
+
 Each part is an async context manager entered on one `AsyncExitStack`, so leaving the `System`
 stops everything it started, in reverse order, and nothing else.
 """
@@ -30,6 +33,8 @@ from broker.client import GatewayClient
 from broker.dispatcher import Dispatcher
 from broker.errors import BusUnavailable
 from broker.metrics import Registry
+from broker.nats_auth import NatsPolicyFollower, ensure_nats_identities, nats_security, service_for_bus
+from broker.nats_auth import bus_settings as nats_bus_settings
 from broker.natsd import NatsServer
 from broker.pki import ensure_defaults, load_signing_key
 from broker.policy import PolicyHolder
@@ -93,8 +98,10 @@ class System:
 
     def bus_settings(self, name: str) -> BusSettings:
         p = self.holder.current
-        return BusSettings(
-            servers=(self.nats_url,),
+        return nats_bus_settings(
+            self.paths,
+            service_for_bus(name),
+            self.nats_url,
             name=name,
             duplicate_window_s=max(900.0, p.max_age_s + p.max_skew_s + 60.0),
         )
@@ -115,18 +122,28 @@ class System:
         o, paths, st = self.options, self.paths, self._stack
         self.created = ensure_defaults(paths)
         self.holder = PolicyHolder(paths.policy)
+        self.created += ensure_nats_identities(paths, self.holder.current)
         watcher = asyncio.create_task(self.holder.watch(), name="policy-watch")
         st.push_async_callback(_cancel, watcher)
         self.status.add("policy", f"{paths.policy} (reloaded on change)")
 
         if o.nats_url is None:
-            self.nats = await st.enter_async_context(NatsServer(paths.nats_dir))
+            self.nats = await st.enter_async_context(
+                NatsServer(paths.nats_dir, security=nats_security(paths, self.holder.current))
+            )
             self.nats_url = self.nats.url
-            self.status.add("nats", f"{self.nats_url} (embedded, JetStream in {paths.nats_dir})")
+            where = f"embedded, TLS + one user per service, JetStream in {paths.nats_dir}"
+            self.status.add("nats", f"{self.nats_url} ({where})")
         else:
             self.nats_url = o.nats_url
             self.status.add("nats", f"{self.nats_url} (external)")
 
+        admin_bus = await self._bus("coord-admin")
+        await st.enter_async_context(
+            NatsPolicyFollower(
+                self.holder, admin_bus, paths, self.nats, adapter_ack_wait_s=o.adapter_ack_wait_s
+            )
+        )
         policy = self.holder.current
         broker_keyid, broker_key = load_signing_key(paths, "broker")
         audit_bus = await self._bus("coord-audit")
@@ -147,7 +164,8 @@ class System:
         self.gateway = Gateway(
             policy=self.holder, bus=gw_bus, audit=self.audit, metrics=self.metrics, instance=policy.name
         )
-        audit_api = AuditApi(policy=self.holder, audit=self.audit, bus=audit_bus, instance=policy.name)
+        reader_bus = await self._bus("coord-reader")
+        audit_api = AuditApi(policy=self.holder, audit=self.audit, bus=reader_bus, instance=policy.name)
         app = build_app(self.gateway, audit_api.add_routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

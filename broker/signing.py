@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from cryptography.exceptions import InvalidSignature
+import nacl.bindings
+import nacl.exceptions
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from broker.errors import SignatureError
@@ -61,11 +62,29 @@ def public_key(raw: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
+# Verification is libsodium's (PyNaCl): measured about 2x faster than `cryptography`'s here, and
+# stricter (it refuses non-canonical encodings and small-order points). Successful verifications are
+# remembered by the exact (key, signature, message) bytes: one process verifies the same originator
+# signature at intake, in the dispatcher (integrity at rest) and in each adapter, and a check of
+# identical bytes can only give the same answer. Different bytes (a corrupted stored copy, another
+# key) never match an entry, so every check still sees its own bytes verified.
+_VERIFIED_MAX = 4096
+_verified: dict[tuple[bytes, bytes, bytes], None] = {}
+
+
 def verify_raw(raw_public_key: bytes, signature: bytes, message: bytes) -> bool:
-    try:
-        public_key(raw_public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
+    entry = (raw_public_key, signature, message)
+    if entry in _verified:
+        return True
+    if len(raw_public_key) != 32 or len(signature) != 64:
         return False
+    try:
+        nacl.bindings.crypto_sign_open(signature + message, raw_public_key)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
+        return False
+    if len(_verified) >= _VERIFIED_MAX:
+        del _verified[next(iter(_verified))]
+    _verified[entry] = None
     return True
 
 

@@ -1,10 +1,16 @@
 """Shared fixtures: one real nats-server and one real system (gateway over mTLS, dispatcher,
-adapters with stub native systems) per test session, on loopback, in a temp folder."""
+adapters with stub native systems) per test session, on loopback, in a temp folder.
+
+The session's nats-server runs the config generated from the session policy (TLS, one certificate-
+mapped user per service, docs/nats-security.md) plus one test-only user, `tests-inspector`, with which
+the `bus` fixture inspects the streams and forges deliveries. Tests that open a plain `Bus` without
+credentials to a system's embedded (locked-down) NATS inspect it as that system's admin identity
+(`_plain_buses_inspect_as_admin`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,8 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.bus import ACCEPTED_STREAM, Bus, BusSettings
 from broker.client import GatewayClient, build_message, seal_message
-from broker.natsd import NatsServer
+from broker.nats_auth import ADMIN, issue_nats_identity, nats_security, nats_user
+from broker.nats_auth import bus_settings as nats_bus_settings
+from broker.natsd import NatsPermissions, NatsServer, NatsUser
 from broker.pki import ensure_defaults, load_signing_key, new_operator, new_sender
+from broker.policy import load_policy
 from broker.service import System, SystemOptions
 from broker.state import StatePaths
 from broker.tls import client_context
@@ -28,9 +37,23 @@ LABEL_NR = {
 STATUS_BODY = {"topic": "Hub Rzeszow", "state": "GREEN", "summary": "Nominal."}
 
 
+INSPECTOR = "tests-inspector"
+#: Tests only, never in a generated config: everything but the system account.
+INSPECTOR_USER = NatsUser(
+    nats_user(INSPECTOR),
+    NatsPermissions(
+        publish_allow=(">",), publish_deny=("$SYS.>",), subscribe_allow=(">",), subscribe_deny=("$SYS.>",)
+    ),
+    "tests only: inspects the streams and forges deliveries",
+)
+
+
 @pytest_asyncio.fixture(scope="session")
-async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
-    async with NatsServer(tmp_path_factory.mktemp("nats")) as srv:
+async def nats_server(
+    tmp_path_factory: pytest.TempPathFactory, state: StatePaths
+) -> AsyncIterator[NatsServer]:
+    security = nats_security(state, load_policy(state.policy), extra_users=[INSPECTOR_USER])
+    async with NatsServer(tmp_path_factory.mktemp("nats"), security=security) as srv:
         yield srv
 
 
@@ -41,7 +64,31 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> StatePaths:
     new_operator(paths, "low-officer", "EUMAM", "EU:RESTRICTED")
     new_operator(paths, "secret-officer", "NSATU", "NATO:SECRET")
     new_sender(paths, "nsatu-tools", "NSATU", ["status.update"])
+    issue_nats_identity(paths, INSPECTOR)
     return paths
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _plain_buses_inspect_as_admin() -> Iterator[None]:
+    """A test that opens `Bus(BusSettings(servers=(system.nats_url,)))` without credentials to inspect a
+    system's embedded NATS (which has no anonymous user) connects as that system's admin identity."""
+    systems: dict[str, StatePaths] = {}
+    original_start, original_init = System._start, Bus.__init__
+
+    async def start(self: System) -> None:
+        await original_start(self)
+        systems[self.nats_url] = self.paths
+
+    def init(self: Bus, settings: BusSettings, *, ensure_streams: bool | None = None) -> None:
+        url = settings.servers[0] if settings.servers else ""
+        if settings.tls is None and url.startswith("tls://") and url in systems:
+            settings = nats_bus_settings(systems[url], ADMIN, url, name=settings.name, ensure_streams=False)
+        original_init(self, settings, ensure_streams=ensure_streams)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(System, "_start", start)
+        mp.setattr(Bus, "__init__", init)
+        yield
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -54,8 +101,9 @@ async def system(state: StatePaths, nats_server: NatsServer) -> AsyncIterator[Sy
 
 
 @pytest_asyncio.fixture(scope="session")
-async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
-    async with Bus(BusSettings(servers=(nats_server.url,), name="tests"), ensure_streams=False) as b:
+async def bus(nats_server: NatsServer, state: StatePaths) -> AsyncIterator[Bus]:
+    settings = nats_bus_settings(state, INSPECTOR, nats_server.url, name="tests", ensure_streams=False)
+    async with Bus(settings) as b:
         await b.wait_connected(10)
         yield b
 
