@@ -1,7 +1,8 @@
 """The one small base every adapter (NSATU, EUMAM, UDCG) runs on: outbound and inbound.
 
 Outbound (broker -> native): binds to its durable pull consumer of `coord.deliver.<ORG>.<rank>.>` (made by
-the admin identity, filtered to the organisation's clearance ranks) with one message in flight, so each originator's messages reach the native system in the order they were accepted.
+the admin identity, filtered to the organisation's clearance ranks) with one message in flight, so
+each originator's messages reach the native system in the order they were accepted.
 For each delivery: `verify_delivery` (both signatures, the access decision for this organisation),
 then a check of the organisation's delivered-ids bucket (a JetStream key-value bucket: a redelivery
 never reaches the native system twice), the codec's rendering, and `POST /inbox` with the message
@@ -40,10 +41,10 @@ from nats.aio.msg import Msg
 from adapters.formats import Codec, DeliveredMessage, NativeFormatError
 from adapters.verify import DeliveryRefused, verify_delivery
 from broker.audit.records import AuditEvent, AuditSink
-from broker.bus import DELIVERY_STREAM, HDR_DIGEST, MSG_ID, Bus, translate_errors
+from broker.bus import DELIVERY_STREAM, HDR_DIGEST, MSG_ID, Bus, pull_forever, translate_errors
 from broker.client import GatewayClient, build_message, seal_message
 from broker.clock import rfc3339, utcnow
-from broker.errors import BusUnavailable, MarkingError
+from broker.errors import MarkingError
 from broker.nats_auth import delivered_bucket
 from broker.web_gateway import PolicySource
 
@@ -148,30 +149,12 @@ class Adapter:
             return await js.pull_subscribe_bind(durable=self.durable, stream=DELIVERY_STREAM)
 
     async def _outbound(self) -> None:
-        while True:
-            try:
-                sub = await self._setup_outbound()
-                idle = 0
-                while True:
-                    try:
-                        msgs = await sub.fetch(1, timeout=1.0)
-                    except (nats.errors.TimeoutError, TimeoutError):
-                        idle += 1
-                        if idle >= 30:
-                            break  # recreate a pull subscription that may have gone silent
-                        continue
-                    idle = 0
-                    for m in msgs:
-                        async with self._kept_in_progress(m):
-                            await self._deliver(m)
-            except asyncio.CancelledError:
-                raise
-            except (BusUnavailable, nats.errors.Error) as exc:
-                log.warning("adapter.bus_error", org=self.org, error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(0.5)
-            except Exception:
-                log.exception("adapter.outbound_failed", org=self.org)
-                await asyncio.sleep(1.0)
+        await pull_forever(self.bus, self._setup_outbound, self._deliver_batch, batch=1, what=self.durable)
+
+    async def _deliver_batch(self, msgs: list[Msg]) -> None:
+        for m in msgs:
+            async with self._kept_in_progress(m):
+                await self._deliver(m)
 
     @contextlib.asynccontextmanager
     async def _kept_in_progress(self, m: Msg) -> AsyncIterator[None]:

@@ -50,6 +50,7 @@ ACCEPTED_STREAM = "COORD_ACCEPTED"
 DELIVERY_STREAM = "COORD_DELIVER"
 AUDIT_STREAM = "COORD_AUDIT"
 DEAD_STREAM = "COORD_DEAD"
+AUDIT_IN_STREAM = "COORD_AUDIT_IN"
 
 HDR_DIGEST = "Coord-Envelope-Sha256"
 HDR_SENDER = "Coord-Sender"
@@ -72,6 +73,9 @@ class BusSettings:
     replicas: int = 1
     duplicate_window_s: float = 900.0
     publish_timeout_s: float = 5.0
+    # while connected, a publish that meets "no responders" or a timeout (a stream leader election,
+    # a restarting server) is retried with the same Nats-Msg-Id for this long before giving up
+    publish_retry_s: float = 8.0
     connect_retry_s: float = 0.5
 
 
@@ -134,6 +138,16 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
     ]
 
 
+#: publish failures that mean "no stream leader right now": retried with the same message id
+_RETRIABLE = (
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.errors.TimeoutError,
+    TimeoutError,
+)
+
+
 @contextlib.contextmanager
 def translate_errors(what: str) -> Any:
     """Map nats-py's failures to BusUnavailable, once, at this boundary."""
@@ -165,6 +179,9 @@ class Bus:
         self._connected_event = asyncio.Event()
         self._ready_event = asyncio.Event()  # connected and the streams exist
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
+        # bumped on every (re)connection: a consumer loop that sees it change recreates its pull
+        # subscription, which can otherwise go silent after a server restart (nats.py #504)
+        self.generation = 0
 
     async def __aenter__(self) -> Bus:
         self._connector = asyncio.create_task(self._connect_loop(), name="bus-connect")
@@ -213,6 +230,7 @@ class Bus:
                 continue
             self._nc = nc
             self._js = nc.jetstream(timeout=self.settings.publish_timeout_s)
+            self.generation += 1
             log.info("bus.connected", servers=list(self.settings.servers))
             self._connected_event.set()
             if not self._ensure and not self._check:
@@ -235,6 +253,7 @@ class Bus:
             log.warning("bus.disconnected", name=self.settings.name)
 
     async def _on_reconnected(self) -> None:
+        self.generation += 1
         log.info("bus.reconnected")
         if self._streams_ok or not (self._ensure or self._check):
             self._ready_event.set()
@@ -315,9 +334,22 @@ class Bus:
         if not self.connected:
             raise BusUnavailable("not connected to NATS")
         hdrs = {MSG_ID: msg_id, **(headers or {})}
-        with translate_errors("publish"):
-            ack = await self.js.publish(subject, data, headers=hdrs)
-        return PubResult(seq=ack.seq, duplicate=bool(ack.duplicate))
+        deadline = asyncio.get_running_loop().time() + self.settings.publish_retry_s
+        delay = 0.05
+        while True:
+            try:
+                with translate_errors("publish"):
+                    ack = await self.js.publish(subject, data, headers=dict(hdrs))
+                return PubResult(seq=ack.seq, duplicate=bool(ack.duplicate))
+            except BusUnavailable as exc:
+                cause = exc.__cause__
+                retriable = isinstance(cause, _RETRIABLE)
+                late = asyncio.get_running_loop().time() + delay > deadline
+                if not retriable or not self.connected or late:
+                    raise
+                log.info("bus.publish_retry", subject_prefix=subject.split(".", 2)[1], error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def get(self, stream: str, seq: int) -> Stored:
         """Read one stored message back by stream sequence."""
@@ -334,3 +366,47 @@ class Bus:
     async def session(self) -> AsyncIterator[Bus]:
         async with self:
             yield self
+
+
+async def pull_forever(
+    bus: Bus,
+    subscribe: Callable[[], Awaitable[Any]],
+    handle: Callable[[list[Any]], Awaitable[None]],
+    *,
+    batch: int,
+    what: str,
+    idle_limit: int = 30,
+) -> None:
+    """Fetch from a durable pull consumer and hand each batch to `handle`, for ever.
+
+    The subscription is made anew after a reconnection (`bus.generation` changed) and after
+    `idle_limit` empty one-second fetches, since a pull subscription can go silent after a server
+    restart (nats.py #504); a fetch that finds nothing is an empty batch (#418), never an error. Bus
+    failures are logged and retried; only cancellation ends the loop.
+    """
+    while True:
+        sub: Any = None
+        try:
+            sub = await subscribe()
+            gen = bus.generation
+            idle = 0
+            while gen == bus.generation and idle < idle_limit:
+                try:
+                    msgs = await sub.fetch(batch, timeout=1.0)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    idle += 1
+                    continue
+                idle = 0
+                await handle(msgs)
+        except asyncio.CancelledError:
+            raise
+        except (BusUnavailable, nats.errors.Error) as exc:
+            log.warning("bus.pull_error", consumer=what, error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.5)
+        except Exception:
+            log.exception("bus.pull_failed", consumer=what)
+            await asyncio.sleep(1.0)
+        finally:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()

@@ -22,16 +22,14 @@ from types import TracebackType
 from typing import Any
 
 import msgspec
-import nats.errors
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from broker.audit.records import AuditEvent, AuditSink
-from broker.bus import ACCEPTED_STREAM, HDR_DIGEST, HDR_ORG, MSG_ID, Bus, translate_errors
+from broker.bus import ACCEPTED_STREAM, HDR_DIGEST, HDR_ORG, MSG_ID, Bus, pull_forever, translate_errors
 from broker.clock import rfc3339, utcnow
-from broker.errors import BusUnavailable
 from broker.labels import RANK, decide
 from broker.metrics import Registry
 from broker.policy import Policy
@@ -153,28 +151,7 @@ class Dispatcher:
             )
 
     async def _run(self) -> None:
-        while True:
-            try:
-                sub = await self._subscribe()
-                idle = 0
-                while True:
-                    try:
-                        msgs = await sub.fetch(self.batch, timeout=1.0)
-                    except (nats.errors.TimeoutError, TimeoutError):
-                        idle += 1
-                        if idle >= 30:  # a silent pull subscription is recreated (nats.py #504)
-                            break
-                        continue
-                    idle = 0
-                    await self._handle_batch(msgs)
-            except asyncio.CancelledError:
-                raise
-            except (BusUnavailable, nats.errors.Error) as exc:
-                log.warning("dispatcher.bus_error", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(0.5)
-            except Exception:
-                log.exception("dispatcher.failed")
-                await asyncio.sleep(1.0)
+        await pull_forever(self.bus, self._subscribe, self._handle_batch, batch=self.batch, what="dispatcher")
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
         """Publish every release of the batch in order, then audit, then ack (at-least-once with
