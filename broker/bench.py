@@ -236,8 +236,10 @@ def _timed_stub_class() -> type[Any]:
     from adapters.stub import StubNativeSystem
 
     class TimedStub(StubNativeSystem):
-        def __init__(self, name: str, media_type: str, *, validate: bool = True) -> None:
-            super().__init__(name, media_type, validate=False)
+        def __init__(
+            self, name: str, media_type: str, *, validate: bool = True, idempotent: bool = False
+        ) -> None:
+            super().__init__(name, media_type, validate=False, idempotent=idempotent)
             self.count = 0
             self.recording = False
             self.arrivals: list[tuple[str, float]] = []
@@ -276,8 +278,8 @@ async def _serve_broker(state: Path, ready: Path) -> None:
                 {
                     "processed": system.dispatcher.processed,
                     "delivered": {org: getattr(s, "count", 0) for org, s in system.stubs.items()},
-                    "audit_size": system.audit.tree.size,
-                    "audit_depth": system.audit.depth,
+                    "audit_size": system.writer.tree.size,
+                    "audit_depth": system.writer.depth,
                     "rss_kb": rss,
                     "hwm_kb": hwm,
                     "nats_rss_kb": nrss,

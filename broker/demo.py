@@ -118,7 +118,7 @@ def _native_doc(org: str, step: Step) -> bytes:
 
 async def run_demo(system: System, out: TextIO, timeout_s: float = 60.0) -> None:
     print("\n== demo: coordination of support ==", file=out)
-    audit_start = system.audit.tree.size
+    audit_start = system.writer.tree.size
     expected_decisions = 0
     for i, step in enumerate(scenario(), 1):
         marking = label_marking(msgspec.convert(step.label, Label))
@@ -163,7 +163,7 @@ async def run_demo(system: System, out: TextIO, timeout_s: float = 60.0) -> None
 
 async def _records_since(system: System, start: int) -> list[Any]:
     out = []
-    for _, data in await read_log(system.audit.bus, instance=system.audit.instance):
+    for _, data in await read_log(system.writer.bus, instance=system.writer.instance):
         for line in split_lines(data):
             if line.startswith(b'{"type":"record"'):
                 rec = RECORD_DECODER.decode(line)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from aiohttp import web
 from adapters.formats import codec_for
 from adapters.runtime import Adapter, AdapterIdentity
 from adapters.stub import StubNativeSystem
+from broker.audit.records import AuditSink
+from broker.audit.remote import RemoteAuditSink
 from broker.audit.writer import AuditWriter
 from broker.bus import Bus, BusSettings
 from broker.client import GatewayClient
@@ -50,13 +53,29 @@ ORGANISATIONS: dict[str, str] = {"NSATU": "nsatu", "EUMAM": "eumam", "UDCG": "ud
 
 @dataclass(frozen=True, slots=True)
 class SystemOptions:
+    """What this process runs. The default is everything (`broker up`); `broker run` starts one part
+    per process (the fault suite kills them one by one):
+
+    - core: `gateway` + the audit writer (taking other processes' events from COORD_AUDIT_IN) + the
+      operators' API + the admin identity that provisions NATS;
+    - `dispatcher` alone, or one adapter (`adapter_orgs`) alone: their audit events go to the core
+      through JetStream (`RemoteAuditSink`), and an adapter talks to `native_urls[org]`.
+    """
+
     state: Path
     host: str = "127.0.0.1"
     port: int = 8443
-    nats_url: str | None = None  # None: start the embedded nats-server
+    nats_url: str | None = None  # None: start the embedded nats-server; may list seeds, comma-separated
     adapters: bool = True
     adapter_ack_wait_s: float = 30.0
     checkpoint_interval_s: float = 10.0
+    gateway: bool = True  # the gateway, the audit writer and NATS provisioning (the core)
+    dispatcher: bool = True
+    adapter_orgs: tuple[str, ...] | None = None  # None: every organisation of ORGANISATIONS
+    native_urls: Mapping[str, str] | None = None  # external native systems; None: start stubs here
+    gateway_url: str | None = None  # where adapters publish inbound, when the gateway runs elsewhere
+    stub_idempotent: bool = False
+    replicas: int = 1
 
 
 @dataclass
@@ -82,6 +101,8 @@ class System:
         self._stack = AsyncExitStack()
         self.gateway_url = ""
         self.nats_url = ""
+        self.audit: AuditSink
+        self.writer: AuditWriter
 
     async def __aenter__(self) -> System:
         try:
@@ -98,11 +119,14 @@ class System:
 
     def bus_settings(self, name: str) -> BusSettings:
         p = self.holder.current
+        seeds = tuple(u.strip() for u in self.nats_url.split(",") if u.strip())
         return nats_bus_settings(
             self.paths,
             service_for_bus(name),
-            self.nats_url,
+            seeds[0],
+            servers=seeds,
             name=name,
+            replicas=self.options.replicas,
             duplicate_window_s=max(900.0, p.max_age_s + p.max_skew_s + 60.0),
         )
 
@@ -138,34 +162,71 @@ class System:
             self.nats_url = o.nats_url
             self.status.add("nats", f"{self.nats_url} (external)")
 
+        policy = self.holder.current
+        self.broker_keyid, self.broker_key = load_signing_key(paths, "broker")
+        if o.gateway:
+            await self._start_core()
+        else:
+            self.gateway_url = o.gateway_url or ""
+            service = "dispatcher" if o.dispatcher else f"adapter-{'-'.join(o.adapter_orgs or ())}".lower()
+            self.audit = RemoteAuditSink(await self._bus(f"coord-auditin-{service}"), service)
+            self.status.add("audit", f"events to the audit writer through COORD_AUDIT_IN as {service}")
+
+        if o.dispatcher:
+            disp_bus = await self._bus("coord-dispatcher")
+            self.dispatcher = await st.enter_async_context(
+                Dispatcher(
+                    disp_bus,
+                    policy=self.holder,
+                    audit=self.audit,
+                    broker_keyid=self.broker_keyid,
+                    broker_key=self.broker_key,
+                    metrics=self.metrics,
+                )
+            )
+            self.status.add(
+                "dispatcher", f"durable consumer on COORD_ACCEPTED, countersigning as {self.broker_keyid}"
+            )
+
+        if o.adapters:
+            orgs = o.adapter_orgs if o.adapter_orgs is not None else tuple(ORGANISATIONS)
+            for org in orgs:
+                await self._start_adapter(org, ORGANISATIONS[org])
+        log.info("system.started", instance=policy.name, parts=[c for c, _ in self.status.lines])
+
+    async def _start_core(self) -> None:
+        o, paths, st = self.options, self.paths, self._stack
+        policy = self.holder.current
         admin_bus = await self._bus("coord-admin")
         await st.enter_async_context(
             NatsPolicyFollower(
                 self.holder, admin_bus, paths, self.nats, adapter_ack_wait_s=o.adapter_ack_wait_s
             )
         )
-        policy = self.holder.current
-        broker_keyid, broker_key = load_signing_key(paths, "broker")
         audit_bus = await self._bus("coord-audit")
-        self.audit = await st.enter_async_context(
+        self.writer = await st.enter_async_context(
             AuditWriter(
                 audit_bus,
                 instance=policy.name,
-                key_name=broker_keyid,
-                signing_key=broker_key,
+                key_name=self.broker_keyid,
+                signing_key=self.broker_key,
                 metrics=self.metrics,
                 checkpoint_interval_s=o.checkpoint_interval_s,
+                inbox=not (o.dispatcher and o.adapters),
             )
         )
-        await self.audit.wait_ready(timeout=60)
-        self.status.add("audit", f"tree size {self.audit.tree.size}, checkpoints signed by {broker_keyid}")
+        self.audit = self.writer
+        await self.writer.wait_ready(timeout=60)
+        self.status.add(
+            "audit", f"tree size {self.writer.tree.size}, checkpoints signed by {self.broker_keyid}"
+        )
 
         gw_bus = await self._bus("coord-gateway")
         self.gateway = Gateway(
             policy=self.holder, bus=gw_bus, audit=self.audit, metrics=self.metrics, instance=policy.name
         )
         reader_bus = await self._bus("coord-reader")
-        audit_api = AuditApi(policy=self.holder, audit=self.audit, bus=reader_bus, instance=policy.name)
+        audit_api = AuditApi(policy=self.holder, audit=self.writer, bus=reader_bus, instance=policy.name)
         app = build_app(self.gateway, audit_api.add_routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -181,28 +242,17 @@ class System:
         self.gateway_url = f"https://{o.host}:{port}"
         self.status.add("gateway", f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt})")
 
-        disp_bus = await self._bus("coord-dispatcher")
-        self.dispatcher = await st.enter_async_context(
-            Dispatcher(
-                disp_bus,
-                policy=self.holder,
-                audit=self.audit,
-                broker_keyid=broker_keyid,
-                broker_key=broker_key,
-                metrics=self.metrics,
-            )
-        )
-        self.status.add("dispatcher", f"durable consumer on COORD_ACCEPTED, countersigning as {broker_keyid}")
-
-        if o.adapters:
-            for org, name in ORGANISATIONS.items():
-                await self._start_adapter(org, name)
-
     async def _start_adapter(self, org: str, name: str) -> None:
-        paths, st = self.paths, self._stack
+        o, paths, st = self.options, self.paths, self._stack
         codec = codec_for(name)
-        stub = await st.enter_async_context(StubNativeSystem(name, codec.media_type))
-        self.stubs[org] = stub
+        if o.native_urls is None:
+            stub = await st.enter_async_context(
+                StubNativeSystem(name, codec.media_type, idempotent=o.stub_idempotent)
+            )
+            self.stubs[org] = stub
+            native_url, where = stub.url, f"stub {stub.url}"
+        else:
+            native_url, where = o.native_urls[org], f"native system {o.native_urls[org]}"
         sender = f"{name}-adapter"
         keyid, key = load_signing_key(paths, sender)
         client = await st.enter_async_context(
@@ -215,7 +265,7 @@ class System:
             Adapter(
                 org=org,
                 codec=codec,
-                native_url=stub.url,
+                native_url=native_url,
                 bus=bus,
                 policy=self.holder,
                 audit=self.audit,
@@ -226,9 +276,7 @@ class System:
             )
         )
         self.adapters[org] = adapter
-        self.status.add(
-            f"adapter {org}", f"delivers to stub {stub.url} ({codec.media_type}), publishes as {sender}"
-        )
+        self.status.add(f"adapter {org}", f"delivers to {where} ({codec.media_type}), publishes as {sender}")
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

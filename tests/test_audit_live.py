@@ -64,13 +64,13 @@ async def test_restart_continues_the_tree_and_verifies(tmp_path: Path) -> None:
                         assert (await gw.post(sealed(state, msg))).status == 202
                 await eventually(lambda s=system: s.dispatcher.processed >= 5)
                 if round_ == 1:
-                    assert system.audit.tree.size > sizes[0]  # continued, not restarted at 0
+                    assert system.writer.tree.size > sizes[0]  # continued, not restarted at 0
                 await eventually(
                     lambda s=system: (
-                        s.audit.checkpoint is not None and s.audit.checkpoint.size == s.audit.tree.size
+                        s.writer.checkpoint is not None and s.writer.checkpoint.size == s.writer.tree.size
                     )
                 )
-                sizes.append(system.audit.tree.size)
+                sizes.append(system.writer.tree.size)
         async with Bus(BusSettings(servers=(srv.url,)), ensure_streams=False) as bus:
             await bus.wait_connected(10)
             lines = await _export(bus)
@@ -121,7 +121,7 @@ async def test_checkpoint_and_proof_for_operators_only(
 ) -> None:
     gw = await client_for("nsatu-liaison")
     assert (await gw.post(sealed(state, message()))).status == 202
-    await eventually(lambda: system.audit.checkpoint is not None and system.audit.checkpoint.size > 0)
+    await eventually(lambda: system.writer.checkpoint is not None and system.writer.checkpoint.size > 0)
     op = await client_for("duty-officer")
     cp = await op.request("GET", "/v1/audit/checkpoint")
     assert cp.status == 200
@@ -146,12 +146,12 @@ async def test_checkpoint_and_proof_for_operators_only(
 
 
 async def test_proof_leaf_is_the_stored_record(system: System, bus: Bus) -> None:
-    await eventually(lambda: system.audit.checkpoint is not None and system.audit.checkpoint.size > 0)
+    await eventually(lambda: system.writer.checkpoint is not None and system.writer.checkpoint.size > 0)
     lines = [ln for ln in await _export(bus) if ln.startswith(b'{"type":"record"')]
-    cp = system.audit.checkpoint
+    cp = system.writer.checkpoint
     assert cp is not None
     index = cp.size // 2
-    _, _, path = system.audit.proof(index)
+    _, _, path = system.writer.proof(index)
     verify_inclusion(leaf_hash(lines[index]), index, cp.size, path, cp.root)
 
 
@@ -167,9 +167,9 @@ async def test_tail_redacts_above_clearance_and_shows_to_cleared(
     }
     msg = message(label=label, body={"topic": marker, "state": "AMBER", "summary": marker})
     gw = await client_for("nsatu-liaison")
-    start = system.audit.tree.size
+    start = system.writer.tree.size
     assert (await gw.post(sealed(state, msg))).status == 202
-    await eventually(lambda: system.dispatcher.processed > 0 and system.audit.tree.size >= start + 4)
+    await eventually(lambda: system.dispatcher.processed > 0 and system.writer.tree.size >= start + 4)
 
     low = await client_for("low-officer")  # EUMAM, EU:RESTRICTED
     status, events, raw = await _sse(low, f"since={start}")
@@ -199,10 +199,10 @@ async def test_rejected_body_is_nowhere(
     msg = message(kind="capability.pledge", body=body)
     env = sealed(state, msg)  # nsatu-liaison may not publish capability.pledge: 403 not-permitted
     gw = await client_for("nsatu-liaison")
-    start = system.audit.tree.size
+    start = system.writer.tree.size
     reply = await gw.post(env)
     assert reply.status == 403
-    await eventually(lambda: system.audit.tree.size > start)
+    await eventually(lambda: system.writer.tree.size > start)
     op = await client_for("secret-officer")
     _, events, raw = await _sse(op, f"since={start}")
     assert any(

@@ -37,9 +37,9 @@ async def test_export_verify_and_every_tampering_class(
         assert (await gw.post(sealed(state, msg))).status == 202
     await eventually(
         lambda: (
-            system.audit.checkpoint is not None
-            and system.audit.checkpoint.size == system.audit.tree.size
-            and system.audit.tree.size > 10
+            system.writer.checkpoint is not None
+            and system.writer.checkpoint.size == system.writer.tree.size
+            and system.writer.tree.size > 10
         )
     )
     export = tmp_path / "audit.jsonl"

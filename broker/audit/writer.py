@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import overload
+from typing import Any, overload
 
 import msgspec
 import nats.errors
@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.audit.merkle import CompactRange, inclusion_proof, leaf_hash
 from broker.audit.note import Checkpoint, NoteError, sign_checkpoint, verify_checkpoint
 from broker.audit.records import RECORD_ENCODER, AuditEvent, make_record
-from broker.bus import AUDIT_STREAM, Bus
+from broker.audit.remote import EVENT_DECODER, INBOX_DURABLE
+from broker.bus import AUDIT_IN_STREAM, AUDIT_STREAM, Bus, pull_forever, translate_errors
 from broker.errors import BrokerError, BusUnavailable
 from broker.metrics import Registry
 
@@ -60,6 +61,7 @@ async def last_seq_of(bus: Bus, subject: str) -> int:
 
 BATCH_MAX_RECORDS = 500
 BATCH_MAX_BYTES = 512 * 1024
+HDR_INBOX_SEQ = "Coord-Audit-Inbox-Seq"  # the COORD_AUDIT_IN sequence reached, on every log message
 
 
 class AuditIntegrityError(BrokerError):
@@ -108,6 +110,7 @@ class LeafHashes(Sequence[bytes]):
 class _Pending:
     ev: AuditEvent
     done: asyncio.Future[int]
+    inbox_seq: int = 0  # COORD_AUDIT_IN sequence, for events from other processes
 
 
 def split_lines(data: bytes) -> list[bytes]:
@@ -168,8 +171,12 @@ class AuditWriter:
         queue_max: int = 10_000,
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 10.0,
+        inbox: bool = False,
     ) -> None:
         self.bus = bus
+        self.inbox = inbox
+        self._inbox_done = 0  # highest inbox sequence whose record is stored (from the log's headers)
+        self._inbox_seen = 0  # highest inbox sequence handed to the queue
         self.instance = instance
         self.origin = f"coord-broker/{instance}"
         self.subject = audit_subject(instance)
@@ -212,9 +219,9 @@ class AuditWriter:
             await self._task
         self._task = None
 
-    async def record(self, ev: AuditEvent) -> asyncio.Future[int]:
+    async def record(self, ev: AuditEvent, *, inbox_seq: int = 0) -> asyncio.Future[int]:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(ev, fut))
+        await self._queue.put(_Pending(ev, fut, inbox_seq))
         return fut
 
     async def wait_ready(self, timeout: float) -> None:
@@ -253,13 +260,47 @@ class AuditWriter:
                 log.warning("audit.recover_waiting", error=str(exc))
                 await asyncio.sleep(0.5)
         self.ready.set()
+        inbox = asyncio.create_task(self._consume_inbox(), name="audit-inbox") if self.inbox else None
         try:
             while True:
                 batch = await self._next_batch()
                 await self._write(batch)
         except asyncio.CancelledError:
+            if inbox is not None:
+                inbox.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await inbox
             await self._final_checkpoint()
             raise
+
+    async def _consume_inbox(self) -> None:
+        async def bind() -> Any:
+            with translate_errors("audit inbox"):
+                return await self.bus.js.pull_subscribe_bind(durable=INBOX_DURABLE, stream=AUDIT_IN_STREAM)
+
+        await pull_forever(self.bus, bind, self._take_inbox, batch=BATCH_MAX_RECORDS, what=INBOX_DURABLE)
+
+    async def _take_inbox(self, msgs: list[Any]) -> None:
+        """Queue events in inbox order; ack each once its record is stored. A redelivery of an event
+        already queued or stored is skipped (and not acked: the first delivery's ack covers it)."""
+        pending: list[tuple[Any, asyncio.Future[int]]] = []
+        for m in msgs:
+            seq = m.metadata.sequence.stream
+            if seq <= max(self._inbox_seen, self._inbox_done):
+                continue
+            try:
+                ev = EVENT_DECODER.decode(m.data)
+            except msgspec.DecodeError:
+                log.error("audit.inbox_unreadable", seq=seq)  # only our services may publish here
+                ev = AuditEvent(
+                    event="rejected", time="1970-01-01T00:00:00.000000Z", reason="unreadable-event"
+                )
+            self._inbox_seen = seq
+            pending.append((m, await self.record(ev, inbox_seq=seq)))
+        for m, fut in pending:
+            await fut
+            with translate_errors("ack audit inbox"):
+                await m.ack()
 
     async def _recover(self) -> None:
         await self.bus.wait_ready()
@@ -285,7 +326,18 @@ class AuditWriter:
                         )
                     note, cp = kind.note, c
         self.tree, self.leaves, self.checkpoint_note, self.checkpoint = tree, leaves, note, cp
+        self._inbox_done = await self._recover_inbox_seq()
         log.info("audit.recovered", size=tree.size, checkpoint=cp.size if cp else None)
+
+    async def _recover_inbox_seq(self) -> int:
+        """The inbox sequence written into the log's last message (0 if none)."""
+        try:
+            raw = await self.bus.js.get_msg(AUDIT_STREAM, subject=self.subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        except nats.errors.Error as exc:
+            raise BusUnavailable(f"audit log: {exc}") from exc
+        return int((raw.headers or {}).get(HDR_INBOX_SEQ, "0"))
 
     async def _next_batch(self) -> list[_Pending]:
         timeout = max(0.0, self._interval - (time.monotonic() - self._last_cp_time))
@@ -321,11 +373,15 @@ class AuditWriter:
             return
         data = b"\n".join(lines) + b"\n"
         first = self.tree.size
+        inbox_done = max([self._inbox_done, *(p.inbox_seq for p in batch)])
         delay = 0.1
         while True:
             try:
                 await self.bus.publish(
-                    self.subject, data, msg_id=f"audit-{self.instance}-{first}-{tree.size}"
+                    self.subject,
+                    data,
+                    msg_id=f"audit-{self.instance}-{first}-{tree.size}",
+                    headers={HDR_INBOX_SEQ: str(inbox_done)},
                 )
                 break
             except BusUnavailable as exc:
@@ -333,6 +389,7 @@ class AuditWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self.tree = tree
+        self._inbox_done = inbox_done
         for h in hashes:
             self.leaves.append(h)
         for i, p in enumerate(batch):
