@@ -128,6 +128,14 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
             **common,
         ),
         StreamConfig(
+            name=AUDIT_IN_STREAM,
+            subjects=["coord.auditin.>"],
+            deny_delete=True,
+            deny_purge=True,
+            description="audit events of parts run in other processes, for the one audit writer",
+            **common,
+        ),
+        StreamConfig(
             name=DEAD_STREAM,
             subjects=["coord.dead.>"],
             deny_delete=True,
@@ -302,12 +310,13 @@ class Bus:
                     log.info("bus.stream_created", stream=cfg.name)
                     continue
                 have = info.config
-                if (have.subjects, have.duplicate_window, have.deny_delete, have.deny_purge) != (
-                    cfg.subjects,
-                    cfg.duplicate_window,
-                    cfg.deny_delete,
-                    cfg.deny_purge,
-                ):
+                if (
+                    have.subjects,
+                    have.duplicate_window,
+                    have.deny_delete,
+                    have.deny_purge,
+                    have.num_replicas,
+                ) != (cfg.subjects, cfg.duplicate_window, cfg.deny_delete, cfg.deny_purge, cfg.num_replicas):
                     await js.update_stream(cfg)
                     log.info("bus.stream_updated", stream=cfg.name)
         self._streams_ok = True

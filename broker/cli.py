@@ -44,7 +44,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from broker.service import SystemOptions
 
     logs.configure(console=True)
-    opts = SystemOptions(state=Path(args.state).resolve(), port=args.port)
+    opts = SystemOptions(state=Path(args.state).resolve(), port=args.port, cluster=args.cluster)
     (opts.state / "run").mkdir(parents=True, exist_ok=True)
     return asyncio.run(_up(args, opts))
 
@@ -86,6 +86,51 @@ async def _up(args: argparse.Namespace, opts: Any) -> int:
         await stop.wait()
         print("stopping ...", file=out, flush=True)
     print("stopped.", file=sys.stdout, flush=True)
+    return 0
+
+
+# -- run (one part per process) ----------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """One part of the system in this process, against external NATS: what the fault suite kills."""
+    from broker import logs
+    from broker.service import ORGANISATIONS, SystemOptions
+
+    logs.configure(console=False)
+    part = args.part
+    if part == "adapter" and (args.org not in ORGANISATIONS or not args.native_url or not args.gateway_url):
+        raise BrokerError(
+            f"an adapter needs --org ({', '.join(ORGANISATIONS)}), --native-url and --gateway-url"
+        )
+    opts = SystemOptions(
+        state=Path(args.state).resolve(),
+        port=args.port,
+        nats_url=args.nats_url,
+        gateway=part == "core",
+        dispatcher=part == "dispatcher",
+        adapters=part == "adapter",
+        adapter_orgs=(args.org,) if part == "adapter" else None,
+        native_urls={args.org: args.native_url} if part == "adapter" else None,
+        gateway_url=args.gateway_url,
+        adapter_ack_wait_s=args.adapter_ack_wait,
+        checkpoint_interval_s=args.checkpoint_interval,
+        replicas=args.replicas,
+    )
+    return asyncio.run(_run_part(opts))
+
+
+async def _run_part(opts: Any) -> int:
+    from broker.service import System
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with System(opts) as system:
+        ready = {"ready": [c for c, _ in system.status.lines], "gateway": system.gateway_url}
+        print(json.dumps(ready), flush=True)
+        await stop.wait()
     return 0
 
 
@@ -289,8 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole system on this machine")
     up.add_argument("--port", type=int, default=8443, help="gateway port (0: any free port)")
     up.add_argument("--demo", action="store_true", help="play the coordination scenario")
+    up.add_argument(
+        "--cluster", type=int, choices=[1, 3], default=1, help="NATS nodes (3: a JetStream cluster)"
+    )
     up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
+
+    run = sub.add_parser("run", help="run one part of the system against an external NATS")
+    run.add_argument("part", choices=["core", "dispatcher", "adapter"])
+    run.add_argument("--nats-url", required=True, help="NATS URL, or seeds comma-separated (tls://...)")
+    run.add_argument("--port", type=int, default=8443, help="gateway port (core)")
+    run.add_argument("--org", help="the adapter's organisation")
+    run.add_argument("--native-url", help="the adapter's native system")
+    run.add_argument("--gateway-url", help="where the adapter publishes inbound messages")
+    run.add_argument("--adapter-ack-wait", type=float, default=30.0)
+    run.add_argument("--checkpoint-interval", type=float, default=10.0)
+    run.add_argument("--replicas", type=int, default=1)
+    run.set_defaults(func=cmd_run)
 
     send = sub.add_parser("send", help="sign a message file and post it")
     send.add_argument("file")
@@ -352,12 +412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from broker import logs
 
     args = build_parser().parse_args(argv)
-    if args.func is not cmd_up:
+    if args.func not in (cmd_up, cmd_run):
         logs.configure(console=True, level=logging.WARNING)
     try:
         rc: int = args.func(args)
-    except (BrokerError, OSError, ValueError, KeyError) as exc:
-        print(f"broker: {exc}", file=sys.stderr)
+    except (BrokerError, OSError, ValueError, KeyError, TimeoutError) as exc:
+        print(f"broker: {exc or type(exc).__name__}", file=sys.stderr)
         return 2
     return rc
 

@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import nats.errors
@@ -53,12 +53,30 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 
+from broker.audit.remote import INBOX_DURABLE, inbox_subject
 from broker.audit.writer import audit_subject
-from broker.bus import ACCEPTED_STREAM, AUDIT_STREAM, DEAD_STREAM, DELIVERY_STREAM, Bus, BusSettings
+from broker.bus import (
+    ACCEPTED_STREAM,
+    AUDIT_IN_STREAM,
+    AUDIT_STREAM,
+    DEAD_STREAM,
+    DELIVERY_STREAM,
+    Bus,
+    BusSettings,
+)
 from broker.clock import utcnow
+from broker.cluster import AdminAccess
 from broker.errors import BusUnavailable, PKIError
-from broker.natsd import NatsConfig, NatsPermissions, NatsSecurity, NatsServer, NatsUser, render_config
-from broker.pki import ca_available, load_ca
+from broker.natsd import (
+    NatsConfig,
+    NatsPermissions,
+    NatsSecurity,
+    NatsUser,
+    cluster_routes,
+    node_name,
+    render_config,
+)
+from broker.pki import ROUTE_CN, ca_available, ensure_route_cert, load_ca, route_cert_paths
 from broker.policy import Policy, PolicyHolder
 from broker.state import StatePaths, write_private, write_public
 from broker.tls import client_context
@@ -71,6 +89,9 @@ DISPATCHER = "dispatcher"
 AUDIT = "audit"
 READER = "reader"
 FIXED_SERVICES: tuple[str, ...] = (ADMIN, GATEWAY, DISPATCHER, AUDIT, READER)
+
+#: The only route user of a cluster: the subject of `pki/route.crt` (verify_and_map on the route port).
+ROUTE_USER = f"CN={ROUTE_CN}"
 
 DISPATCH_DURABLE = "dispatcher"  # = broker.dispatcher.DISPATCH_DURABLE (a test keeps them equal)
 CERT_DAYS = 365
@@ -92,6 +113,10 @@ COMMON_PUBLISH_DENY: tuple[str, ...] = (
     "$JS.API.SERVER.>",
 )
 COMMON_SUBSCRIBE_DENY: tuple[str, ...] = ("$SYS.>",)
+#: The admin's deny list: the common one without `$JS.API.STREAM.LEADER.>`, because the admin may ask the
+#: broker's streams' leaders to step down (`STREAM.LEADER.STEPDOWN.<stream>` in its allow list: moving a
+#: leader off a node, and the cluster fault tests); every other service keeps it denied.
+ADMIN_PUBLISH_DENY: tuple[str, ...] = tuple(s for s in COMMON_PUBLISH_DENY if s != "$JS.API.STREAM.LEADER.>")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,7 +243,7 @@ def _perms(service: str, publish: Iterable[str]) -> NatsPermissions:
     """Every service subscribes to its own inbox only: replies, publish acks, pull deliveries."""
     return NatsPermissions(
         publish_allow=tuple(publish),
-        publish_deny=COMMON_PUBLISH_DENY,
+        publish_deny=ADMIN_PUBLISH_DENY if service == ADMIN else COMMON_PUBLISH_DENY,
         subscribe_allow=(f"{inbox_prefix(service)}.>",),
         subscribe_deny=COMMON_SUBSCRIBE_DENY,
     )
@@ -227,10 +252,11 @@ def _perms(service: str, publish: Iterable[str]) -> NatsPermissions:
 def service_permissions(view: NatsView, service: str) -> NatsPermissions:
     """The minimum each service needs for what it does through nats-py (see docs/nats-security.md)."""
     if service == ADMIN:
-        streams = (ACCEPTED_STREAM, DELIVERY_STREAM, AUDIT_STREAM, DEAD_STREAM)
+        streams = (ACCEPTED_STREAM, DELIVERY_STREAM, AUDIT_STREAM, DEAD_STREAM, AUDIT_IN_STREAM)
         kvs = tuple(kv_stream(org) for org in view.organisations)
         durables = (
             (ACCEPTED_STREAM, DISPATCH_DURABLE),
+            (AUDIT_IN_STREAM, INBOX_DURABLE),
             *((DELIVERY_STREAM, adapter_durable(org)) for org in view.organisations),
         )
         return _perms(
@@ -238,10 +264,12 @@ def service_permissions(view: NatsView, service: str) -> NatsPermissions:
             (
                 f"{_API}.INFO",
                 *(f"{_API}.STREAM.{op}.{s}" for s in (*streams, *kvs) for op in ("CREATE", "UPDATE", "INFO")),
+                *(f"{_API}.STREAM.LEADER.STEPDOWN.{s}" for s in (*streams, *kvs)),
                 *(
                     f"{_API}.CONSUMER.CREATE.{DELIVERY_STREAM}.{adapter_durable(o)}"
                     for o in view.organisations
                 ),
+                f"{_API}.CONSUMER.DURABLE.CREATE.{AUDIT_IN_STREAM}.{INBOX_DURABLE}",
                 *(f"{_API}.CONSUMER.{op}.{s}.{d}" for s, d in durables for op in ("INFO", "PAUSE")),
                 *_audit_read(view),
             ),
@@ -267,10 +295,23 @@ def service_permissions(view: NatsView, service: str) -> NatsPermissions:
                 f"{_API}.CONSUMER.CREATE.{s}.{d}.coord.msg.>",  # its own durable, this filter only
                 f"{_API}.CONSUMER.MSG.NEXT.{s}.{d}",
                 f"$JS.ACK.{s}.{d}.>",
+                inbox_subject(DISPATCHER),  # audit events, when it runs apart from the writer
             ),
         )
     if service == AUDIT:
-        return _perms(service, (audit_subject(view.instance), *_audit_read(view)))
+        i, n = AUDIT_IN_STREAM, INBOX_DURABLE
+        return _perms(
+            service,
+            (
+                audit_subject(view.instance),
+                *_audit_read(view),
+                # the other processes' audit events: bind, pull and ack the admin-made durable only
+                f"{_API}.STREAM.INFO.{i}",
+                f"{_API}.CONSUMER.INFO.{i}.{n}",
+                f"{_API}.CONSUMER.MSG.NEXT.{i}.{n}",
+                f"$JS.ACK.{i}.{n}.>",
+            ),
+        )
     if service == READER:
         # the tail shows message content to operators cleared for it: the gateway process decides per
         # operator, so this identity reads any accepted message (never a delivery, never a consumer)
@@ -296,6 +337,7 @@ def service_permissions(view: NatsView, service: str) -> NatsPermissions:
                     f"{_API}.STREAM.MSG.GET.{kv}",
                     f"{_API}.DIRECT.GET.{kv}.>",
                     f"$KV.{delivered_bucket(org)}.>",
+                    inbox_subject(adapter_service(org)),  # audit events, apart from the writer
                 ),
                 # no core subscription to any stream's subjects, its own deliveries included: it reads
                 # them through its consumer only (and no service's interest can make a push consumer
@@ -327,13 +369,18 @@ def permissions(view: NatsView) -> tuple[NatsUser, ...]:
 def nats_security(
     paths: StatePaths, policy: Policy | NatsView, extra_users: Iterable[NatsUser] = ()
 ) -> NatsSecurity:
-    """TLS with the state folder's CA and server certificate, and the users of the policy."""
+    """TLS with the state folder's CA and server certificate, and the users of the policy; for a cluster
+    node also the route certificate (`pki/route.crt`, made by `ensure_nats_identities(..., route=True)`)."""
     view = policy if isinstance(policy, NatsView) else NatsView.of(policy)
+    route_crt, route_key = route_cert_paths(paths)
     return NatsSecurity(
         ca_file=str(paths.ca_crt),
         cert_file=str(paths.server_crt),
         key_file=str(paths.server_key),
         users=(*permissions(view), *extra_users),
+        route_cert_file=str(route_crt),
+        route_key_file=str(route_key),
+        route_user=ROUTE_USER,
     )
 
 
@@ -351,7 +398,33 @@ def render_nats_config(
     return render_config(cfg)
 
 
+def render_nats_cluster_config(
+    paths: StatePaths,
+    policy: Policy | NatsView,
+    *,
+    index: int,
+    ports: Sequence[tuple[int, int]],
+    host: str = "127.0.0.1",
+) -> str:
+    """Node `index` (1-based) of a cluster of `len(ports)` nodes, `ports` = (client port, route port)
+    per node: what `NatsCluster` runs (node folder `nats/node-<i>/`), the client port and the route
+    port both mutual TLS (the route certificate `pki/route.crt`, whose subject is the only route user)."""
+    node_dir = paths.nats_dir / f"node-{index}"
+    cfg = NatsConfig(
+        store_dir=str(node_dir / "jetstream"),
+        ports_dir=None,
+        host=host,
+        port=ports[index - 1][0],
+        server_name=node_name(index),
+        security=nats_security(paths, policy),
+        cluster=cluster_routes(index, [r for _, r in ports], host=host),
+    )
+    return render_config(cfg)
+
+
 EXAMPLE_STATE = Path("/var/lib/coord-broker")
+#: deploy/nats-cluster-node-1.conf: three nodes on one host, client ports 4222.., route ports 6222..
+EXAMPLE_CLUSTER_PORTS: tuple[tuple[int, int], ...] = ((4222, 6222), (4223, 6223), (4224, 6224))
 
 
 def example_view() -> NatsView:
@@ -372,6 +445,20 @@ def example_config() -> str:
         "# Example, generated by `broker --state /var/lib/coord-broker nats-config` (a test keeps\n"
         "# it equal). Regenerate when the policy changes, then `nats-server --signal reload`.\n"
         + render_nats_config(StatePaths(EXAMPLE_STATE), example_view())
+    )
+
+
+def example_cluster_config(index: int = 1) -> str:
+    """deploy/nats-cluster-node-<index>.conf: node `index` of the 3-node loopback cluster, same policy
+    and state folder as `example_config`."""
+    return (
+        f"# Example: node {index} of the 3-node cluster `broker up --cluster 3` runs, for ICD §9's default\n"
+        "# policy and a state folder at /var/lib/coord-broker (generated by broker/nats_auth.py\n"
+        "# `example_cluster_config`; a test keeps it equal). The other nodes differ in server_name,\n"
+        "# listen, cluster.listen, routes and store_dir only.\n"
+        + render_nats_cluster_config(
+            StatePaths(EXAMPLE_STATE), example_view(), index=index, ports=EXAMPLE_CLUSTER_PORTS
+        )
     )
 
 
@@ -463,11 +550,19 @@ def issue_nats_identity(
     return cert
 
 
-def ensure_nats_identities(paths: StatePaths, policy: Policy | NatsView) -> list[str]:
+def ensure_nats_identities(paths: StatePaths, policy: Policy | NatsView, *, route: bool = False) -> list[str]:
     """Issue every missing, expired or foreign NATS service certificate; return what was made (paths
-    relative to the state folder). Without the CA key (an outside CA) the files must be in place."""
+    relative to the state folder). Without the CA key (an outside CA) the files must be in place.
+    `route`: also the cluster route certificate `pki/route.crt` (what a cluster needs, `broker.pki`)."""
     view = policy if isinstance(policy, NatsView) else NatsView.of(policy)
     made: list[str] = []
+    if route:
+        crt, key = route_cert_paths(paths)
+        had_key = key.exists()
+        if ensure_route_cert(paths):
+            made.append(paths.relative(crt))
+            if not had_key:
+                made.append(paths.relative(key))
     can_issue = ca_available(paths)
     ca = _load_cert(paths.ca_crt)
     for svc in services(view):
@@ -486,11 +581,16 @@ def ensure_nats_identities(paths: StatePaths, policy: Policy | NatsView) -> list
     return made
 
 
-def bus_settings(paths: StatePaths, service: str, url: str, **kw: Any) -> BusSettings:
+def bus_settings(paths: StatePaths, service: str, url: str | Sequence[str], **kw: Any) -> BusSettings:
     """Settings of a connection as `service`. A `tls://` URL means TLS first with the service's
     certificate (never plaintext); a `nats://` URL is a plain development server (no credentials).
-    Only the admin creates streams; every other service only checks the ones it uses."""
-    secure = urlsplit(url).scheme == "tls"
+    Only the admin creates streams; every other service only checks the ones it uses. `url` may be a
+    cluster's seed list (`NatsCluster.urls`, or those URLs joined with commas): all of one scheme."""
+    urls = tuple(u.strip() for u in url.split(",")) if isinstance(url, str) else tuple(url)
+    schemes = {urlsplit(u).scheme for u in urls}
+    if len(schemes) != 1:
+        raise ValueError(f"NATS URLs must all be tls:// or all nats://: {urls}")
+    secure = schemes == {"tls"}
     tls = None
     if secure:
         crt, key = credential_paths(paths, service)
@@ -502,7 +602,7 @@ def bus_settings(paths: StatePaths, service: str, url: str, **kw: Any) -> BusSet
         READER: (AUDIT_STREAM, ACCEPTED_STREAM),
     }
     defaults: dict[str, Any] = {
-        "servers": (url,),
+        "servers": urls,
         "name": f"coord-{service}",
         "tls": tls,
         "tls_handshake_first": secure,
@@ -511,6 +611,12 @@ def bus_settings(paths: StatePaths, service: str, url: str, **kw: Any) -> BusSet
         "require_streams": required.get(service, ()),
     }
     return BusSettings(**{**defaults, **kw})
+
+
+def admin_access(paths: StatePaths) -> AdminAccess:
+    """How `NatsCluster` reaches a secured cluster: the admin identity's TLS context and inbox."""
+    crt, key = credential_paths(paths, ADMIN)
+    return AdminAccess(tls=client_context(paths.ca_crt, crt, key), inbox_prefix=inbox_prefix(ADMIN))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -533,17 +639,23 @@ def adapter_consumer_config(org: str, clearance_rank: int, ack_wait_s: float) ->
 
 
 async def _ensure_bucket(bus: Bus, org: str) -> None:
+    """`org`'s delivered-ids bucket with `bus.settings.replicas` copies (an existing bucket with another
+    replica count is scaled: a single node's R1 bucket becomes R3 when the broker runs a cluster)."""
     js = bus.js
+    replicas = bus.settings.replicas
     try:
-        await js.stream_info(kv_stream(org))
-        return
+        info = await js.stream_info(kv_stream(org))
     except nats.js.errors.NotFoundError:
         pass
-    # the same config adapters/runtime.py asks for, so its own create_key_value is a no-op
+    else:
+        if (info.config.num_replicas or 1) != replicas:
+            await js.update_stream(replace(info.config, num_replicas=replicas))
+            log.info("nats.bucket_scaled", bucket=delivered_bucket(org), replicas=replicas)
+        return
     await js.create_key_value(
-        KeyValueConfig(bucket=delivered_bucket(org), history=1, storage=StorageType.FILE)
+        KeyValueConfig(bucket=delivered_bucket(org), history=1, storage=StorageType.FILE, replicas=replicas)
     )
-    log.info("nats.bucket_created", bucket=delivered_bucket(org))
+    log.info("nats.bucket_created", bucket=delivered_bucket(org), replicas=replicas)
 
 
 async def _ensure_adapter_consumer(bus: Bus, view: NatsView, org: str, ack_wait_s: float) -> bool:
@@ -572,11 +684,32 @@ async def _ensure_adapter_consumer(bus: Bus, view: NatsView, org: str, ack_wait_
     return True
 
 
+async def _ensure_inbox_consumer(bus: Bus) -> None:
+    """The audit writer's durable on COORD_AUDIT_IN (events of parts run in other processes)."""
+    try:
+        await bus.js.consumer_info(AUDIT_IN_STREAM, INBOX_DURABLE)
+    except nats.js.errors.NotFoundError:
+        await bus.js.add_consumer(
+            AUDIT_IN_STREAM,
+            ConsumerConfig(
+                durable_name=INBOX_DURABLE,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=60.0,
+                max_ack_pending=5000,
+                max_deliver=-1,
+            ),
+        )
+
+
 async def provision(bus: Bus, view: NatsView, *, adapter_ack_wait_s: float) -> bool:
     """With the admin identity: the streams (the Bus ensures them), each organisation's bucket and
-    adapter consumer. True when everything is as the view wants it."""
+    adapter consumer. True when everything is as the view wants it. Replicas: the buckets get
+    `bus.settings.replicas` copies; consumers follow their stream's (num_replicas 0)."""
     await bus.wait_ready()
     done = True
+    with _translated("provision audit inbox"):
+        await _ensure_inbox_consumer(bus)
     for org in view.organisations:
         with _translated(f"provision {org}"):
             await _ensure_bucket(bus, org)
@@ -592,6 +725,15 @@ def _translated(what: str) -> Any:
         raise BusUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
+class Reloadable(Protocol):
+    """What the follower reloads: a `NatsServer`, or every node of a `NatsCluster`."""
+
+    @property
+    def secure(self) -> bool: ...
+
+    def reload(self, security: NatsSecurity) -> bool: ...
+
+
 class NatsPolicyFollower:
     """Keeps NATS in step with the policy: on a change of what NATS sees (organisations, clearances,
     system high, instance), issue missing identities, reload an embedded server's config (SIGHUP) and
@@ -603,7 +745,7 @@ class NatsPolicyFollower:
         holder: PolicyHolder,
         admin: Bus,
         paths: StatePaths,
-        server: NatsServer | None,
+        server: Reloadable | None,
         *,
         adapter_ack_wait_s: float,
         provision_timeout_s: float = 60.0,

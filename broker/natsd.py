@@ -10,6 +10,10 @@ tests that bring their own (it logs `nats.insecure`). `deploy/nats.conf` is an e
 here; a test keeps it equal to the renderer's output. The server picks its own free port and
 reports it in a ports file, so there is no race for a port. `reload` rewrites the config and
 sends the reload signal (SIGHUP): permissions follow a policy change without a restart.
+
+A cluster node (`NatsConfig.cluster`, run by broker/cluster.py) is the same config plus a `cluster {}`
+block: fixed route port, routes to the other nodes, and with a `NatsSecurity` mutual TLS on the route
+port with the route certificate, whose subject is the only route user (`render_cluster`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -68,12 +73,29 @@ class NatsUser:
 
 @dataclass(frozen=True, slots=True)
 class NatsSecurity:
-    """TLS (server certificate, the CA client certificates must chain to) and the users."""
+    """TLS (server certificate, the CA client certificates must chain to) and the users.
+
+    `route_*` are used by a cluster node only: the route certificate (EKU serverAuth and clientAuth,
+    nodes dial each other) and the route user, its subject (`CN=nats.route`): a route presenting any
+    other certificate, even one of the same CA, is refused."""
 
     ca_file: str
     cert_file: str
     key_file: str
     users: tuple[NatsUser, ...]
+    route_cert_file: str = ""
+    route_key_file: str = ""
+    route_user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NatsRoutes:
+    """The cluster part of a node's config: its route listener and the other nodes' route URLs."""
+
+    port: int
+    routes: tuple[str, ...]  # nats-route://host:port of the other nodes
+    name: str = "coord"
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +109,23 @@ class NatsConfig:
     server_name: str = "coord-local"
     sync_always: bool = True
     security: NatsSecurity | None = None
+    cluster: NatsRoutes | None = None
+
+
+CLUSTER_NAME = "coord"
+
+
+def node_name(index: int) -> str:
+    """Server name of cluster node `index` (1-based): `coord-1`, `coord-2`, ..."""
+    return f"{CLUSTER_NAME}-{index}"
+
+
+def cluster_routes(
+    index: int, route_ports: Sequence[int], *, host: str = "127.0.0.1", name: str = CLUSTER_NAME
+) -> NatsRoutes:
+    """Node `index`'s (1-based) cluster block: its route port, and routes to every other node."""
+    peers = tuple(f"nats-route://{host}:{p}" for i, p in enumerate(route_ports, start=1) if i != index)
+    return NatsRoutes(port=route_ports[index - 1], routes=peers, name=name, host=host)
 
 
 def _q(text: str) -> str:
@@ -145,6 +184,49 @@ def render_security(sec: NatsSecurity) -> str:
     )
 
 
+def render_cluster(routes: NatsRoutes, sec: NatsSecurity | None) -> str:
+    """The `cluster {}` block: routes on loopback; with security, mutual TLS with the route certificate
+    and the route user mapped from it (verify_and_map); never a route password without TLS."""
+    peers = _list(routes.routes, "  ")
+    head = (
+        "# Cluster routes. Nodes only talk to the routes listed here; clients are not told about other\n"
+        "# nodes (no_advertise): their seed list is the whole cluster.\n"
+    )
+    if sec is None:
+        auth = "  # no TLS, no route authorisation: tests only\n"
+    else:
+        if not (sec.route_cert_file and sec.route_key_file and sec.route_user):
+            raise ValueError("a secured cluster node needs the route certificate, key and user")
+        head += (
+            "# Routes are mutual TLS: each node presents the route certificate (serverAuth + clientAuth)\n"
+            "# and verifies the other's against the CA; the certificate's subject must be the route user,\n"
+            "# so no other certificate of the CA (a service's, a sender's) can join the cluster.\n"
+        )
+        auth = (
+            "  tls {\n"
+            f"    cert_file: {_q(sec.route_cert_file)}\n"
+            f"    key_file: {_q(sec.route_key_file)}\n"
+            f"    ca_file: {_q(sec.ca_file)}\n"
+            "    verify_and_map: true\n"
+            '    min_version: "1.2"\n'
+            "    timeout: 2\n"
+            "  }\n"
+            "  authorization {\n"
+            f"    user: {_q(sec.route_user)}\n"
+            "  }\n"
+        )
+    return (
+        f"{head}"
+        "cluster {\n"
+        f"  name: {_q(routes.name)}\n"
+        f"  listen: {_q(f'{routes.host}:{routes.port}')}\n"
+        "  no_advertise: true\n"
+        f"  routes: {peers}\n"
+        f"{auth}"
+        "}\n"
+    )
+
+
 def render_config(cfg: NatsConfig) -> str:
     sync = "  sync_interval: always\n" if cfg.sync_always else ""
     ports = f"ports_file_dir: {_q(cfg.ports_dir)}\n" if cfg.ports_dir is not None else ""
@@ -157,8 +239,14 @@ def render_config(cfg: NatsConfig) -> str:
     else:
         head = "# TLS with certificate-mapped users per service; permissions generated from the policy.\n"
         tail = render_security(cfg.security)
+    if cfg.cluster is None:
+        what = "embedded single node"
+        cluster = ""
+    else:
+        what = f"cluster {_q(cfg.cluster.name)}, node {_q(cfg.server_name)}"
+        cluster = render_cluster(cfg.cluster, cfg.security)
     return (
-        "# NATS config of the coordination broker's embedded single node (rendered by broker/natsd.py).\n"
+        f"# NATS config of the coordination broker's {what} (rendered by broker/natsd.py).\n"
         "# JetStream fsyncs before every ack (sync_interval: always): an acknowledged message survives\n"
         "# power loss.\n"
         f"{head}"
@@ -171,6 +259,7 @@ def render_config(cfg: NatsConfig) -> str:
         f"{sync}"
         "}\n"
         f"{tail}"
+        f"{cluster}"
     )
 
 
@@ -184,18 +273,31 @@ class NatsServer:
         port: int = -1,
         sync_always: bool = True,
         security: NatsSecurity | None = None,
+        server_name: str = "coord-local",
+        cluster: NatsRoutes | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.dir = state_dir
         self.cfg = NatsConfig(
             store_dir=str(state_dir / "jetstream"),
             ports_dir=str(state_dir / "run"),
+            host=host,
             port=port,
+            server_name=server_name,
             sync_always=sync_always,
             security=security,
+            cluster=cluster,
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.port = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The running server's pid (None when not started, stopped or dead)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        return self.proc.pid
 
     @property
     def secure(self) -> bool:
@@ -215,8 +317,14 @@ class NatsServer:
         await self.stop()
 
     async def start(self, timeout: float = 20.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise BusUnavailable(
+                f"nats-server {self.cfg.server_name} is already running (pid {self.proc.pid})"
+            )
         (self.dir / "run").mkdir(parents=True, exist_ok=True)
         (self.dir / "jetstream").mkdir(parents=True, exist_ok=True)
+        for stale in (self.dir / "run").glob("nats-server_*.ports"):  # left by a server killed -9
+            stale.unlink(missing_ok=True)
         self._write_config()
         if self.cfg.security is None:
             log.warning("nats.insecure", dir=str(self.dir), detail="no TLS, no users: tests only")
@@ -274,6 +382,7 @@ class NatsServer:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            log.info("nats.killed", pid=self.proc.pid, server=self.cfg.server_name)
 
     async def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None

@@ -3,6 +3,7 @@ and the policy entries that go with them.
 
     init_ca                the dev CA (ECDSA P-256), pki/ca.crt + pki/ca.key (0600)
     ensure_server_cert     pki/server.crt + server.key: the gateway's (and NATS') TLS server certificate
+    ensure_route_cert      pki/route.crt + route.key: NATS cluster routes (CN nats.route, server+client auth)
     issue_client_cert      identities/<id>/tls.crt + tls.key: mutual-TLS client certificate, CN = id
     new_signing_key        identities/<id>/signing.key (PKCS#8 PEM, 0600) + keyid
     new_sender             certificate + signing key + `[senders.<id>]` in policy.toml (or a new key)
@@ -72,6 +73,7 @@ __all__ = [
     "ca_available",
     "default_policy",
     "ensure_defaults",
+    "ensure_route_cert",
     "ensure_server_cert",
     "init_ca",
     "issue_client_cert",
@@ -81,6 +83,7 @@ __all__ = [
     "new_sender",
     "new_signing_key",
     "revoke_key",
+    "route_cert_paths",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -291,8 +294,11 @@ def _leaf(
     not_after: datetime,
     eku: x509.ObjectIdentifier,
     san: list[x509.GeneralName] | None = None,
+    *,
+    also: tuple[x509.ObjectIdentifier, ...] = (),
 ) -> x509.Certificate:
     ca_cert, ca_key = ca
+    usages = [eku, *also]
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -308,7 +314,7 @@ def _leaf(
                 content_commitment=False,
                 key_encipherment=False,
                 data_encipherment=False,
-                key_agreement=eku == ExtendedKeyUsageOID.SERVER_AUTH,
+                key_agreement=ExtendedKeyUsageOID.SERVER_AUTH in usages,
                 key_cert_sign=False,
                 crl_sign=False,
                 encipher_only=False,
@@ -316,7 +322,7 @@ def _leaf(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
@@ -371,6 +377,66 @@ def ensure_server_cert(paths: StatePaths, *, days: int = SERVER_DAYS) -> bool:
         write_private(paths.server_key, _pem_key(key))
     write_public(paths.server_crt, _pem_cert(cert))
     _log.info("pki.server_cert_issued", path=str(paths.server_crt))
+    return True
+
+
+ROUTE_CN = "nats.route"
+
+
+def route_cert_paths(paths: StatePaths) -> tuple[Path, Path]:
+    """(certificate, key) of the NATS cluster route identity: `pki/route.crt`, `pki/route.key` (0600)."""
+    return paths.pki_dir / "route.crt", paths.pki_dir / "route.key"
+
+
+def _route_cert_ok(crt: Path, key: Path, ca_crt: Path) -> bool:
+    if not _pair_ok(crt, key, ca_crt):
+        return False
+    try:
+        cert = _load_cert(crt)
+        ekus = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except (PKIError, x509.ExtensionNotFound):
+        return False
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return cns == [ROUTE_CN] and {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= ekus
+
+
+def ensure_route_cert(
+    paths: StatePaths,
+    *,
+    days: int = SERVER_DAYS,
+    ca_crt_path: Path | None = None,
+    ca_key_path: Path | None = None,
+) -> bool:
+    """Make `pki/route.crt`/`route.key` unless a sound pair issued by the CA is there; True if it wrote one.
+
+    Cluster nodes dial each other's route port, so each node is TLS server and client at once: the
+    certificate has EKU serverAuth and clientAuth, CN `nats.route` (the route user: a route with any
+    other certificate of the CA is refused) and SAN localhost, 127.0.0.1, ::1. An existing key is kept.
+    `ca_crt_path`/`ca_key_path` sign with another CA (tests)."""
+    crt, key_path = route_cert_paths(paths)
+    foreign = ca_crt_path is not None
+    if not foreign and _route_cert_ok(crt, key_path, paths.ca_crt):
+        return False
+    if not foreign and not ca_available(paths):
+        if crt.exists() and key_path.exists():
+            return False  # an outside CA's certificate: honoured as it is
+        raise PKIError(f"{crt} is missing and this state folder has no CA key to issue it")
+    ca = load_ca(paths, ca_crt_path=ca_crt_path, ca_key_path=ca_key_path)
+    key, fresh = _existing_or_new_tls_key(key_path)
+    now = utcnow()
+    san: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    cert = _leaf(
+        ROUTE_CN, key.public_key(), ca, now - _BACKDATE, now + timedelta(days=days),
+        ExtendedKeyUsageOID.SERVER_AUTH, san, also=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+    )  # fmt: skip
+    if fresh:
+        write_private(key_path, _pem_key(key))
+    write_public(crt, _pem_cert(cert))
+    _log.info("pki.route_cert_issued", path=str(crt))
     return True
 
 

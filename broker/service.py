@@ -33,10 +33,17 @@ from broker.audit.remote import RemoteAuditSink
 from broker.audit.writer import AuditWriter
 from broker.bus import Bus, BusSettings
 from broker.client import GatewayClient
+from broker.cluster import NatsCluster
 from broker.dispatcher import Dispatcher
 from broker.errors import BusUnavailable
 from broker.metrics import Registry
-from broker.nats_auth import NatsPolicyFollower, ensure_nats_identities, nats_security, service_for_bus
+from broker.nats_auth import (
+    NatsPolicyFollower,
+    admin_access,
+    ensure_nats_identities,
+    nats_security,
+    service_for_bus,
+)
 from broker.nats_auth import bus_settings as nats_bus_settings
 from broker.natsd import NatsServer
 from broker.pki import ensure_defaults, load_signing_key
@@ -75,7 +82,8 @@ class SystemOptions:
     native_urls: Mapping[str, str] | None = None  # external native systems; None: start stubs here
     gateway_url: str | None = None  # where adapters publish inbound, when the gateway runs elsewhere
     stub_idempotent: bool = False
-    replicas: int = 1
+    replicas: int = 1  # copies of every stream (3 with `cluster=3`)
+    cluster: int = 1  # embedded NATS nodes (1, or 3 for a JetStream cluster on loopback)
 
 
 @dataclass
@@ -98,6 +106,7 @@ class System:
         self.stubs: dict[str, StubNativeSystem] = {}
         self.adapters: dict[str, Adapter] = {}
         self.nats: NatsServer | None = None
+        self.cluster: NatsCluster | None = None
         self._stack = AsyncExitStack()
         self.gateway_url = ""
         self.nats_url = ""
@@ -126,7 +135,9 @@ class System:
             seeds[0],
             servers=seeds,
             name=name,
-            replicas=self.options.replicas,
+            replicas=max(self.options.replicas, 3 if self.options.cluster > 1 else 1),
+            # a stream leader election takes 5-9 s after a node dies: ride it out in cluster mode
+            publish_retry_s=20.0 if self.options.cluster > 1 or "," in self.nats_url else 8.0,
             duplicate_window_s=max(900.0, p.max_age_s + p.max_skew_s + 60.0),
         )
 
@@ -146,12 +157,24 @@ class System:
         o, paths, st = self.options, self.paths, self._stack
         self.created = ensure_defaults(paths)
         self.holder = PolicyHolder(paths.policy)
-        self.created += ensure_nats_identities(paths, self.holder.current)
+        self.created += ensure_nats_identities(paths, self.holder.current, route=o.cluster > 1)
         watcher = asyncio.create_task(self.holder.watch(), name="policy-watch")
         st.push_async_callback(_cancel, watcher)
         self.status.add("policy", f"{paths.policy} (reloaded on change)")
 
-        if o.nats_url is None:
+        if o.nats_url is None and o.cluster > 1:
+            self.cluster = await st.enter_async_context(
+                NatsCluster(
+                    paths.nats_dir,
+                    nats_security(paths, self.holder.current),
+                    o.cluster,
+                    admin=admin_access(paths),
+                )
+            )
+            self.nats_url = ",".join(self.cluster.urls)
+            names = ", ".join(n.name for n in self.cluster.nodes)
+            self.status.add("nats", f"{self.nats_url} (embedded cluster {names}: TLS clients and routes)")
+        elif o.nats_url is None:
             self.nats = await st.enter_async_context(
                 NatsServer(paths.nats_dir, security=nats_security(paths, self.holder.current))
             )
@@ -168,9 +191,6 @@ class System:
             await self._start_core()
         else:
             self.gateway_url = o.gateway_url or ""
-            service = "dispatcher" if o.dispatcher else f"adapter-{'-'.join(o.adapter_orgs or ())}".lower()
-            self.audit = RemoteAuditSink(await self._bus(f"coord-auditin-{service}"), service)
-            self.status.add("audit", f"events to the audit writer through COORD_AUDIT_IN as {service}")
 
         if o.dispatcher:
             disp_bus = await self._bus("coord-dispatcher")
@@ -178,7 +198,7 @@ class System:
                 Dispatcher(
                     disp_bus,
                     policy=self.holder,
-                    audit=self.audit,
+                    audit=self._sink(disp_bus, "dispatcher"),
                     broker_keyid=self.broker_keyid,
                     broker_key=self.broker_key,
                     metrics=self.metrics,
@@ -194,13 +214,24 @@ class System:
                 await self._start_adapter(org, ORGANISATIONS[org])
         log.info("system.started", instance=policy.name, parts=[c for c, _ in self.status.lines])
 
+    def _sink(self, bus: Bus, service: str) -> AuditSink:
+        """The writer itself when it runs in this process; otherwise its inbox, as `service`."""
+        if self.options.gateway:
+            return self.writer
+        self.status.add(f"audit ({service})", "events to the audit writer through COORD_AUDIT_IN")
+        return RemoteAuditSink(bus, service)
+
     async def _start_core(self) -> None:
         o, paths, st = self.options, self.paths, self._stack
         policy = self.holder.current
         admin_bus = await self._bus("coord-admin")
         await st.enter_async_context(
             NatsPolicyFollower(
-                self.holder, admin_bus, paths, self.nats, adapter_ack_wait_s=o.adapter_ack_wait_s
+                self.holder,
+                admin_bus,
+                paths,
+                self.cluster or self.nats,
+                adapter_ack_wait_s=o.adapter_ack_wait_s,
             )
         )
         audit_bus = await self._bus("coord-audit")
@@ -268,7 +299,7 @@ class System:
                 native_url=native_url,
                 bus=bus,
                 policy=self.holder,
-                audit=self.audit,
+                audit=self._sink(bus, f"adapter-{name}"),
                 identity=AdapterIdentity(sender, keyid, key),
                 gateway=client,
                 state_dir=paths.root / "adapters" / name,

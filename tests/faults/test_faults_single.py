@@ -1,0 +1,117 @@
+"""Nothing acknowledged is ever lost, on a single secured nats-server, with each part of the system
+in its own process: kill -9 NATS, the core (gateway + audit writer), the dispatcher or an adapter
+mid-load and restart it, or stop a native system for 30 s. For each: lost = unexpected = duplicated
+= misdelivered = 0, and the audit log verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from broker.policy import load_policy
+from tests.faults.harness import LoadGenerator, check, longest_gap, wait_delivered
+from tests.faults.processes import Split, audit_verifies, split_system, wall
+
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(360)]
+
+LOAD_S = 8.0
+FAULT_AT_S = 3.0
+RATE = 40.0
+REPORT = Path(__file__).with_name("last-report.jsonl")
+
+
+async def scenario(
+    tmp_path: Path, name: str, fault: Callable[[Split], Awaitable[None]], *, cluster: bool = False
+) -> None:
+    """Load for LOAD_S, the fault at FAULT_AT_S, then every check of the suite."""
+    async with split_system(tmp_path, cluster=cluster) as split:
+        gen = LoadGenerator(
+            split.paths, load_policy(split.paths.policy), split.gateway_url, rate=RATE, workers=2
+        )
+        load = asyncio.create_task(gen.run(LOAD_S, deadline_extra=90.0))
+        await asyncio.sleep(FAULT_AT_S)
+        t_fault = wall()
+        await fault(split)
+        report = await load
+        recover = await wait_delivered(report, split.stubs, timeout=120.0)
+        result = check(report, split.stubs)
+        verified = await audit_verifies(split.paths, split.nats_url)
+        row = {
+            "fault": name,
+            "sent": result.sent,
+            "acknowledged": result.acknowledged,
+            "delivered": result.delivered,
+            "lost": len(result.lost),
+            "unexpected": len(result.unexpected),
+            "duplicated": len(result.duplicated),
+            "misdelivered": len(result.misdelivered),
+            "retries": report.retries,
+            "unanswered": report.unanswered,
+            "longest_intake_stall_s": round(longest_gap(report.ack_times, t_fault), 2),
+            "native_repeats": {o: s.repeats for o, s in split.stubs.items()},
+            "seconds_to_all_delivered_after_load": round(recover, 2),
+            "seconds_since_fault": round(wall() - t_fault, 2),
+            "audit_verify": verified.returncode,
+        }
+        with REPORT.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"\n{name}: {result.row()}")
+        assert report.refused == {}, report.refused
+        assert report.unanswered == 0
+        assert result.acknowledged > RATE * LOAD_S * 0.5
+        assert result.clean, (
+            result.lost[:5],
+            result.unexpected[:5],
+            result.duplicated[:5],
+            result.misdelivered[:5],
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+async def test_kill_nats_and_restart(tmp_path: Path) -> None:
+    async def fault(split: Split) -> None:
+        split.nats.kill()
+        await asyncio.sleep(2.0)
+        await split.restart_nats()
+
+    await scenario(tmp_path, "kill -9 nats-server, restart", fault)
+
+
+async def test_kill_core_mid_load_and_restart(tmp_path: Path) -> None:
+    async def fault(split: Split) -> None:
+        split.parts["core"].kill()
+        await asyncio.sleep(1.0)
+        await split.parts["core"].start()
+
+    await scenario(tmp_path, "kill -9 gateway+audit (core), restart", fault)
+
+
+async def test_kill_dispatcher_and_restart(tmp_path: Path) -> None:
+    async def fault(split: Split) -> None:
+        split.parts["dispatcher"].kill()
+        await asyncio.sleep(2.0)
+        await split.parts["dispatcher"].start()
+
+    await scenario(tmp_path, "kill -9 dispatcher, restart", fault)
+
+
+async def test_kill_adapter_mid_batch_and_restart(tmp_path: Path) -> None:
+    async def fault(split: Split) -> None:
+        split.parts["NSATU"].kill()
+        await asyncio.sleep(2.0)
+        await split.parts["NSATU"].start()
+
+    await scenario(tmp_path, "kill -9 NSATU adapter, restart", fault)
+
+
+async def test_native_system_down_for_30s(tmp_path: Path) -> None:
+    async def fault(split: Split) -> None:
+        split.stubs["EUMAM"].set_down(True)
+        await asyncio.sleep(30.0)
+        split.stubs["EUMAM"].set_down(False)
+
+    await scenario(tmp_path, "EUMAM native system down 30 s", fault)
