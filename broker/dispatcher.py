@@ -28,8 +28,19 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from broker.audit.records import AuditEvent, AuditSink
-from broker.bus import ACCEPTED_STREAM, HDR_DIGEST, HDR_ORG, MSG_ID, Bus, pull_forever, translate_errors
+from broker.bus import (
+    ACCEPTED_STREAM,
+    HDR_DIGEST,
+    HDR_ORG,
+    HDR_RECEIVED,
+    HDR_SENDER,
+    MSG_ID,
+    Bus,
+    pull_forever,
+    translate_errors,
+)
 from broker.clock import rfc3339, utcnow
+from broker.errors import BusUnavailable
 from broker.labels import RANK, decide
 from broker.metrics import Registry
 from broker.policy import Policy
@@ -41,6 +52,7 @@ log = structlog.get_logger(__name__)
 _ENC = msgspec.json.Encoder()
 
 DISPATCH_DURABLE = "dispatcher"
+RELEASE_ACK_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +178,17 @@ class Dispatcher:
                 with translate_errors("release publish"):
                     acks.append(await js.publish_async(subject, data, headers={MSG_ID: msg_id, **headers}))
             events += evs
-        with translate_errors("release acks"):
-            await asyncio.gather(*acks)
+        try:
+            # a publish_async ack lost with a dying server never resolves: bound the wait, and let
+            # the batch come back (same Nats-Msg-Ids, so what did land dedupes)
+            async with asyncio.timeout(RELEASE_ACK_TIMEOUT_S):
+                with translate_errors("release acks"):
+                    await asyncio.gather(*acks)
+        except (TimeoutError, BusUnavailable) as exc:
+            for m in msgs:
+                with contextlib.suppress(Exception):
+                    await m.nak(delay=1.0)
+            raise BusUnavailable(f"releases not acknowledged: {type(exc).__name__}: {exc}") from None
         durable = [await self.audit.record(ev) for ev in events]
         await asyncio.gather(*durable)
         # Every release and audit record of the batch is durable: the acks go out pipelined (each
@@ -190,8 +211,22 @@ class Dispatcher:
                 AuditEvent(event="withheld", time=rfc3339(utcnow()), actor=org, reason="integrity")
                 for org in sorted(policy.organisations)
             ]
-        digest = (m.headers or {}).get(HDR_DIGEST)
+        headers = m.headers or {}
+        digest = headers.get(HDR_DIGEST)
         now = rfc3339(utcnow())
+        # `accepted` is recorded here, from what the gateway stored, not by the gateway: every stored
+        # message passes through this point before its ack, so no crash between the JetStream ack
+        # and an audit write can leave an accepted message without its record.
+        accepted = AuditEvent(
+            event="accepted",
+            time=headers.get(HDR_RECEIVED, now),
+            message_id=msg.id,
+            kind=msg.kind,
+            originator=msg.originator,
+            label=msg.label,
+            actor=headers.get(HDR_SENDER, msg.sender),
+            envelope_sha256=digest,
+        )
 
         def event(name: str, org: str, reason: str | None) -> AuditEvent:
             return AuditEvent(
@@ -208,9 +243,12 @@ class Dispatcher:
 
         if not originator_signature_ok(policy, env, payload, msg):
             log.error("dispatcher.integrity", message_id=msg.id)
-            return [], [event("withheld", org, "integrity") for org in sorted(policy.organisations)]
+            return [], [
+                accepted,
+                *(event("withheld", org, "integrity") for org in sorted(policy.organisations)),
+            ]
         pubs: list[tuple[str, bytes, str, dict[str, str]]] = []
-        evs: list[AuditEvent] = []
+        evs: list[AuditEvent] = [accepted]
         signed: bytes | None = None
         for d in decisions(policy, msg):
             if d.rule is not None:

@@ -137,18 +137,7 @@ class Gateway:
             self.m_duplicates.inc()
             return Outcome(200, {"id": m.id, "seq": res.seq, "duplicate": True})
         self.m_accepted.inc()
-        await self.audit.record(
-            AuditEvent(
-                event="accepted",
-                time=rfc3339(utcnow()),
-                message_id=m.id,
-                kind=m.kind,
-                originator=m.originator,
-                label=m.label,
-                actor=a.sender,
-                envelope_sha256=a.digest,
-            )
-        )
+        # the `accepted` record is written by the dispatcher from the stored message (see there)
         return Outcome(202, {"id": m.id, "seq": res.seq})
 
     @staticmethod

@@ -230,3 +230,45 @@ async def test_audit_stream_denies_delete_and_purge(bus: Bus) -> None:
         except nats.js.errors.Error:
             continue
         raise AssertionError("the audit stream allowed a delete or purge")
+
+
+async def test_a_repeated_decision_is_recorded_once(tmp_path: Path) -> None:
+    """A service that redoes a step after a crash reports the same decision again: one record."""
+    from broker.audit.records import AuditEvent
+
+    state = StatePaths(tmp_path / "state")
+    ensure_defaults(state)
+    keyid, key = load_signing_key(state, "broker")
+
+    def ev(event: str, actor: str, reason: str | None = None) -> AuditEvent:
+        return AuditEvent(
+            event=event,
+            time="2026-11-26T00:00:00.000000Z",  # type: ignore[arg-type]
+            message_id="m-1",
+            actor=actor,
+            reason=reason,
+        )
+
+    async with NatsServer(tmp_path / "nats") as srv, Bus(BusSettings(servers=(srv.url,), name="r")) as bus:
+        await bus.wait_connected(10)
+        async with AuditWriter(bus, instance="rep", key_name=keyid, signing_key=key, metrics=Registry()) as w:
+            await asyncio.wait_for(w.ready.wait(), 30)
+            first = await (await w.record(ev("delivered", "NSATU")))
+            again = await (await w.record(ev("delivered", "NSATU")))
+            other = await (await w.record(ev("delivered", "EUMAM")))
+            both = await asyncio.gather(
+                *[await w.record(ev("withheld", "UDCG", "clearance")) for _ in range(2)]
+            )
+            changed = await (await w.record(ev("withheld", "UDCG", "caveats")))
+            rejected = [await (await w.record(ev("rejected", "x", "stale"))) for _ in range(2)]
+            assert again == first and other != first
+            assert both[0] == both[1] and changed != both[0]
+            assert rejected[0] != rejected[1]  # two requests refused are two events
+            assert w.tree.size == 6
+        # a restarted writer remembers what the log holds
+        async with AuditWriter(
+            bus, instance="rep", key_name=keyid, signing_key=key, metrics=Registry()
+        ) as w2:
+            await asyncio.wait_for(w2.ready.wait(), 30)
+            assert await (await w2.record(ev("delivered", "NSATU"))) == first
+            assert w2.tree.size == 6

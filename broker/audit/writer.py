@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -66,6 +67,30 @@ HDR_INBOX_SEQ = "Coord-Audit-Inbox-Seq"  # the COORD_AUDIT_IN sequence reached, 
 
 class AuditIntegrityError(BrokerError):
     """The stored log does not match its own signed checkpoint: the writer will not go on."""
+
+
+#: decisions about one message that a crash or failover can make a service report twice (it redoes
+#: the step after losing its ack); the writer records each once per (event, message, actor)
+REPEATABLE = frozenset({"accepted", "released", "withheld", "delivered", "dead-lettered"})
+RECENT_MAX = 200_000
+
+
+class _RecordKey(msgspec.Struct):
+    event: str
+    message_id: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+
+
+_KEY = msgspec.json.Decoder(_RecordKey)
+
+
+def repeat_key(
+    event: str, message_id: str | None, actor: str | None, reason: str | None
+) -> tuple[str, ...] | None:
+    if event not in REPEATABLE or message_id is None:
+        return None
+    return (event, message_id, actor or "", reason or "")
 
 
 class _LineKind(msgspec.Struct):
@@ -187,6 +212,7 @@ class AuditWriter:
         self._interval = checkpoint_interval_s
         self.tree = CompactRange()
         self.leaves = LeafHashes()
+        self._recent: OrderedDict[tuple[str, ...], int] = OrderedDict()  # repeat key -> index
         self.checkpoint_note: str | None = None
         self.checkpoint: Checkpoint | None = None
         self._task: asyncio.Task[None] | None = None
@@ -312,6 +338,8 @@ class AuditWriter:
             for line in split_lines(data):
                 kind = _LINE.decode(line)
                 if kind.type == "record":
+                    k = _KEY.decode(line)
+                    self._remember(repeat_key(k.event, k.message_id, k.actor, k.reason), tree.size)
                     h = leaf_hash(line)
                     tree.append(h)
                     leaves.append(h)
@@ -350,10 +378,32 @@ class AuditWriter:
             batch.append(self._queue.get_nowait())
         return batch
 
+    def _remember(self, key: tuple[str, ...] | None, index: int) -> None:
+        if key is None:
+            return
+        self._recent[key] = index
+        self._recent.move_to_end(key)
+        if len(self._recent) > RECENT_MAX:
+            self._recent.popitem(last=False)
+
     async def _write(self, batch: list[_Pending]) -> None:
+        repeats = [p for p in batch if self._repeat_of(p) is not None]
+        batch = [p for p in batch if self._repeat_of(p) is None]
+        self._settle_repeats(repeats)
         lines: list[bytes] = []
         tree = self.tree.copy()
         hashes: list[bytes] = []
+        keys: dict[tuple[str, ...], int] = {}
+        unique: list[_Pending] = []
+        for p in batch:  # the same decision twice within one batch is one record too
+            k = repeat_key(p.ev.event, p.ev.message_id, p.ev.actor, p.ev.reason)
+            if k is not None and k in keys:
+                repeats.append(p)
+                continue
+            if k is not None:
+                keys[k] = self.tree.size + len(unique)
+            unique.append(p)
+        batch = unique
         for i, p in enumerate(batch):
             rec = make_record(self.tree.size + i, self.instance, p.ev)
             line = RECORD_ENCODER.encode(rec)
@@ -390,6 +440,9 @@ class AuditWriter:
                 delay = min(delay * 2, 2.0)
         self.tree = tree
         self._inbox_done = inbox_done
+        for k, index in keys.items():
+            self._remember(k, index)
+        self._settle_repeats([p for p in repeats if not p.done.done()])
         for h in hashes:
             self.leaves.append(h)
         for i, p in enumerate(batch):
@@ -400,6 +453,18 @@ class AuditWriter:
         if cp is not None:
             self.checkpoint, self.checkpoint_note = cp, note
             self._last_cp_time = time.monotonic()
+
+    def _repeat_of(self, p: _Pending) -> int | None:
+        k = repeat_key(p.ev.event, p.ev.message_id, p.ev.actor, p.ev.reason)
+        return self._recent.get(k) if k is not None else None
+
+    def _settle_repeats(self, repeats: list[_Pending]) -> None:
+        """A repeated decision is already in the log: its future gets the first record's index."""
+        for p in repeats:
+            self._queue.task_done()
+            if not p.done.done():
+                index = self._repeat_of(p)
+                p.done.set_result(index if index is not None else -1)
 
     async def _final_checkpoint(self) -> None:
         if self.checkpoint is not None and self.checkpoint.size == self.tree.size:

@@ -256,3 +256,36 @@ async def stubs_for(orgs: Sequence[str], *, idempotent: bool = False) -> Any:
             stub = StubNativeSystem(org.lower(), codec.media_type, idempotent=idempotent)
             out[org] = await st.enter_async_context(stub)
         yield out
+
+
+@dataclass
+class AuditCompleteness:
+    missing: list[str]  # "accepted <id>", "released <id> <org>", "delivered <id> <org>"
+    delivered_twice: list[tuple[str, str]]
+    released_to_uncleared: list[tuple[str, str]]
+    repeated_records: int  # accepted/released records written again after a crash (harmless)
+
+
+def audit_completeness(lines: Sequence[bytes], report: LoadReport) -> AuditCompleteness:
+    """Every acknowledged message has its `accepted`, and every cleared organisation its `released`
+    and exactly one `delivered` record: the audit log proves what happened, not only that it is intact."""
+    seen: Counter[tuple[str, str, str]] = Counter()
+    for line in lines:
+        rec = msgspec.json.decode(line)
+        if rec.get("type") == "record" and rec.get("message_id") in report.acknowledged:
+            actor = rec["actor"] if rec["event"] != "accepted" else ""
+            seen[(rec["event"], rec["message_id"], actor)] += 1
+    missing: list[str] = []
+    for msg_id, orgs in report.acknowledged.items():
+        if not seen[("accepted", msg_id, "")]:
+            missing.append(f"accepted {msg_id}")
+        for org in orgs:
+            missing += [
+                f"{ev} {msg_id} {org}" for ev in ("released", "delivered") if not seen[(ev, msg_id, org)]
+            ]
+    twice = [(i, o) for (ev, i, o), n in seen.items() if ev == "delivered" and n > 1]
+    uncleared = [
+        (i, o) for (ev, i, o) in seen if ev in ("released", "delivered") and o not in report.acknowledged[i]
+    ]
+    repeats = sum(n - 1 for (ev, _, _), n in seen.items() if ev in ("accepted", "released") and n > 1)
+    return AuditCompleteness(missing, twice, uncleared, repeats)

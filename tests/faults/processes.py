@@ -165,6 +165,25 @@ async def _stop_nats(split: Split) -> None:
     await split.nats.stop()
 
 
+async def audit_export(paths: StatePaths, nats_url: str, out: Path) -> list[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "broker.cli",
+        "--state",
+        str(paths.root),
+        "audit",
+        "export",
+        "--nats-url",
+        nats_url,
+        "--out",
+        str(out),
+    ]
+    done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return out.read_bytes().splitlines()
+
+
 async def audit_verifies(paths: StatePaths, nats_url: str) -> subprocess.CompletedProcess[str]:
     cmd = [
         sys.executable,

@@ -58,3 +58,28 @@ def test_checker_names_lost_unexpected_duplicated_misdelivered() -> None:
 def test_longest_gap() -> None:
     assert longest_gap([1.0, 2.0, 6.0, 6.5], after=1.5) == 4.0
     assert longest_gap([], after=0.0) == 0.0
+
+
+def test_audit_completeness_names_missing_and_doubled_records() -> None:
+    import json
+
+    from tests.faults.harness import audit_completeness
+
+    a, b = uuid7(), uuid7()
+    report = LoadReport(sent=2, acknowledged={a: frozenset({"NSATU"}), b: frozenset({"NSATU"})})
+
+    def rec(event: str, msg_id: str, actor: str) -> bytes:
+        return json.dumps({"type": "record", "event": event, "message_id": msg_id, "actor": actor}).encode()
+
+    lines = [
+        rec("accepted", a, "nsatu-liaison"),
+        rec("released", a, "NSATU"),
+        rec("delivered", a, "NSATU"),
+        rec("delivered", a, "NSATU"),
+        rec("accepted", b, "nsatu-liaison"),
+        rec("released", b, "EUMAM"),
+    ]
+    c = audit_completeness(lines, report)
+    assert c.missing == [f"released {b} NSATU", f"delivered {b} NSATU"]
+    assert c.delivered_twice == [(a, "NSATU")]
+    assert c.released_to_uncleared == [(b, "EUMAM")]

@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 
 from broker.policy import load_policy
-from tests.faults.harness import LoadGenerator, check, longest_gap, wait_delivered
-from tests.faults.processes import Split, audit_verifies, split_system, wall
+from tests.faults.harness import (
+    AuditCompleteness,
+    LoadGenerator,
+    LoadReport,
+    audit_completeness,
+    check,
+    longest_gap,
+    wait_delivered,
+)
+from tests.faults.processes import Split, audit_export, audit_verifies, split_system, wall
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(360)]
 
@@ -40,6 +48,7 @@ async def scenario(
         recover = await wait_delivered(report, split.stubs, timeout=120.0)
         result = check(report, split.stubs)
         verified = await audit_verifies(split.paths, split.nats_url)
+        complete = await _complete(split, report, tmp_path / "audit.jsonl")
         row = {
             "fault": name,
             "sent": result.sent,
@@ -56,6 +65,9 @@ async def scenario(
             "seconds_to_all_delivered_after_load": round(recover, 2),
             "seconds_since_fault": round(wall() - t_fault, 2),
             "audit_verify": verified.returncode,
+            "audit_missing": len(complete.missing),
+            "audit_delivered_twice": len(complete.delivered_twice),
+            "audit_repeated_records": complete.repeated_records,
         }
         with REPORT.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -70,6 +82,18 @@ async def scenario(
             result.misdelivered[:5],
         )
         assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert not complete.missing, complete.missing[:5]
+        assert not complete.delivered_twice and not complete.released_to_uncleared
+
+
+async def _complete(split: Split, report: LoadReport, out: Path) -> AuditCompleteness:
+    """The log is written a moment after the last delivery: wait until it holds every record."""
+    deadline = wall() + 30.0
+    while True:
+        complete = audit_completeness(await audit_export(split.paths, split.nats_url, out), report)
+        if not complete.missing or wall() > deadline:
+            return complete
+        await asyncio.sleep(1.0)
 
 
 async def test_kill_nats_and_restart(tmp_path: Path) -> None:
