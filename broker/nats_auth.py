@@ -695,7 +695,9 @@ async def _ensure_inbox_consumer(bus: Bus) -> None:
                 durable_name=INBOX_DURABLE,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=60.0,
+                # short: after a writer crash its unwritten events come back within seconds; a
+                # redelivery of an event still queued is skipped by the writer (no double record)
+                ack_wait=5.0,
                 max_ack_pending=5000,
                 max_deliver=-1,
             ),

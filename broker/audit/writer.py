@@ -308,11 +308,16 @@ class AuditWriter:
 
     async def _take_inbox(self, msgs: list[Any]) -> None:
         """Queue events in inbox order; ack each once its record is stored. A redelivery of an event
-        already queued or stored is skipped (and not acked: the first delivery's ack covers it)."""
+        already stored is acked again (its first ack was lost); one of an event still queued is
+        skipped (the first delivery's ack, sent once it is stored, covers it)."""
         pending: list[tuple[Any, asyncio.Future[int]]] = []
         for m in msgs:
             seq = m.metadata.sequence.stream
-            if seq <= max(self._inbox_seen, self._inbox_done):
+            if seq <= self._inbox_done:
+                with translate_errors("ack audit inbox"):
+                    await m.ack()
+                continue
+            if seq <= self._inbox_seen:
                 continue
             try:
                 ev = EVENT_DECODER.decode(m.data)

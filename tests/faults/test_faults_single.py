@@ -88,7 +88,7 @@ async def scenario(
 
 async def _complete(split: Split, report: LoadReport, out: Path) -> AuditCompleteness:
     """The log is written a moment after the last delivery: wait until it holds every record."""
-    deadline = wall() + 30.0
+    deadline = wall() + 60.0
     while True:
         complete = audit_completeness(await audit_export(split.paths, split.nats_url, out), report)
         if not complete.missing or wall() > deadline:
