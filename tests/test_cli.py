@@ -173,9 +173,18 @@ def test_up_serves_the_printed_curl_then_stops_everything_on_sigterm(tmp_path: P
         )
         sent = run("send", str(msg), "--as", "nsatu-liaison", state=state)
         assert '"seq"' in sent.stdout
-        tail = run("tail", "--as", "duty-officer", "--no-follow", "--json", state=state)
-        events = [json.loads(line) for line in tail.stdout.splitlines()]
-        assert any(e["event"] == "accepted" and e.get("content", {}).get("topic") == "cli" for e in events)
+
+        def shown() -> bool:  # `accepted` is written once the dispatcher has taken the message
+            tail = run("tail", "--as", "duty-officer", "--no-follow", "--json", state=state)
+            events = [json.loads(line) for line in tail.stdout.splitlines()]
+            return any(
+                e["event"] == "accepted" and e.get("content", {}).get("topic") == "cli" for e in events
+            )
+
+        deadline = time.monotonic() + 30
+        while not shown():
+            assert time.monotonic() < deadline, "the accepted message never showed in the tail"
+            time.sleep(0.5)
         refused = run("tail", "--as", "nsatu-liaison", "--no-follow", state=state, check=False)
         assert refused.returncode == 1 and "403" in refused.stderr
         time.sleep(0.5)

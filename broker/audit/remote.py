@@ -6,9 +6,10 @@ A service that runs apart from the writer (the dispatcher or an adapter under `b
 the returned future resolves only then (durable, like a local writer's). At most `in_flight`
 publishes are outstanding; past that `record()` waits (backpressure, never a drop).
 
-The writer consumes that stream in order through its durable consumer (`AuditWriter` with
-`inbox=True`) and writes the inbox sequence it has reached into every audit-log message, so after a
-crash it skips what it had already written: each event becomes exactly one record.
+The writer consumes that stream through its durable consumer (`AuditWriter` with `inbox=True`) and
+acks an event only once its record is stored; a redelivered event (lost ack, writer crash, failover)
+is recorded again, and the writer keeps one record per repeated decision: each event becomes exactly
+one record, whatever order redeliveries come in.
 """
 
 from __future__ import annotations

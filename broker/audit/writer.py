@@ -62,7 +62,6 @@ async def last_seq_of(bus: Bus, subject: str) -> int:
 
 BATCH_MAX_RECORDS = 500
 BATCH_MAX_BYTES = 512 * 1024
-HDR_INBOX_SEQ = "Coord-Audit-Inbox-Seq"  # the COORD_AUDIT_IN sequence reached, on every log message
 
 
 class AuditIntegrityError(BrokerError):
@@ -135,7 +134,6 @@ class LeafHashes(Sequence[bytes]):
 class _Pending:
     ev: AuditEvent
     done: asyncio.Future[int]
-    inbox_seq: int = 0  # COORD_AUDIT_IN sequence, for events from other processes
 
 
 def split_lines(data: bytes) -> list[bytes]:
@@ -200,8 +198,6 @@ class AuditWriter:
     ) -> None:
         self.bus = bus
         self.inbox = inbox
-        self._inbox_done = 0  # highest inbox sequence whose record is stored (from the log's headers)
-        self._inbox_seen = 0  # highest inbox sequence handed to the queue
         self.instance = instance
         self.origin = f"coord-broker/{instance}"
         self.subject = audit_subject(instance)
@@ -245,9 +241,9 @@ class AuditWriter:
             await self._task
         self._task = None
 
-    async def record(self, ev: AuditEvent, *, inbox_seq: int = 0) -> asyncio.Future[int]:
+    async def record(self, ev: AuditEvent) -> asyncio.Future[int]:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(ev, fut, inbox_seq))
+        await self._queue.put(_Pending(ev, fut))
         return fut
 
     async def wait_ready(self, timeout: float) -> None:
@@ -307,27 +303,22 @@ class AuditWriter:
         await pull_forever(self.bus, bind, self._take_inbox, batch=BATCH_MAX_RECORDS, what=INBOX_DURABLE)
 
     async def _take_inbox(self, msgs: list[Any]) -> None:
-        """Queue events in inbox order; ack each once its record is stored. A redelivery of an event
-        already stored is acked again (its first ack was lost); one of an event still queued is
-        skipped (the first delivery's ack, sent once it is stored, covers it)."""
+        """Queue each event, then ack it once its record is stored. A redelivered event (its ack was
+        lost, or the writer crashed before storing it, or a failover lost the first delivery) is
+        simply recorded again: the writer keeps one record per repeated decision (`REPEATABLE`), so
+        redelivery in any order neither loses an event nor writes it twice."""
         pending: list[tuple[Any, asyncio.Future[int]]] = []
         for m in msgs:
-            seq = m.metadata.sequence.stream
-            if seq <= self._inbox_done:
-                with translate_errors("ack audit inbox"):
-                    await m.ack()
-                continue
-            if seq <= self._inbox_seen:
-                continue
             try:
                 ev = EVENT_DECODER.decode(m.data)
             except msgspec.DecodeError:
-                log.error("audit.inbox_unreadable", seq=seq)  # only our services may publish here
+                log.error(
+                    "audit.inbox_unreadable", seq=m.metadata.sequence.stream
+                )  # only our services publish
                 ev = AuditEvent(
                     event="rejected", time="1970-01-01T00:00:00.000000Z", reason="unreadable-event"
                 )
-            self._inbox_seen = seq
-            pending.append((m, await self.record(ev, inbox_seq=seq)))
+            pending.append((m, await self.record(ev)))
         for m, fut in pending:
             await fut
             with translate_errors("ack audit inbox"):
@@ -359,18 +350,7 @@ class AuditWriter:
                         )
                     note, cp = kind.note, c
         self.tree, self.leaves, self.checkpoint_note, self.checkpoint = tree, leaves, note, cp
-        self._inbox_done = await self._recover_inbox_seq()
         log.info("audit.recovered", size=tree.size, checkpoint=cp.size if cp else None)
-
-    async def _recover_inbox_seq(self) -> int:
-        """The inbox sequence written into the log's last message (0 if none)."""
-        try:
-            raw = await self.bus.js.get_msg(AUDIT_STREAM, subject=self.subject)
-        except nats.js.errors.NotFoundError:
-            return 0
-        except nats.errors.Error as exc:
-            raise BusUnavailable(f"audit log: {exc}") from exc
-        return int((raw.headers or {}).get(HDR_INBOX_SEQ, "0"))
 
     async def _next_batch(self) -> list[_Pending]:
         timeout = max(0.0, self._interval - (time.monotonic() - self._last_cp_time))
@@ -428,7 +408,6 @@ class AuditWriter:
             return
         data = b"\n".join(lines) + b"\n"
         first = self.tree.size
-        inbox_done = max([self._inbox_done, *(p.inbox_seq for p in batch)])
         delay = 0.1
         while True:
             try:
@@ -436,7 +415,6 @@ class AuditWriter:
                     self.subject,
                     data,
                     msg_id=f"audit-{self.instance}-{first}-{tree.size}",
-                    headers={HDR_INBOX_SEQ: str(inbox_done)},
                 )
                 break
             except BusUnavailable as exc:
@@ -444,7 +422,6 @@ class AuditWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self.tree = tree
-        self._inbox_done = inbox_done
         for k, index in keys.items():
             self._remember(k, index)
         self._settle_repeats([p for p in repeats if not p.done.done()])
