@@ -94,7 +94,7 @@ class Stored:
 
 
 def stream_configs(settings: BusSettings) -> list[StreamConfig]:
-    """The streams the broker owns. File storage, `replicas` copies; audit denies delete/purge."""
+    """The streams the broker owns: file storage, `replicas` copies, delete and purge denied."""
     common: dict[str, Any] = {
         "storage": StorageType.FILE,
         "retention": RetentionPolicy.LIMITS,
@@ -102,47 +102,23 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
         "num_replicas": settings.replicas,
         "duplicate_window": settings.duplicate_window_s,
     }
+    streams = (
+        (ACCEPTED_STREAM, "coord.msg.>", "accepted, signed envelopes as received"),
+        (DELIVERY_STREAM, "coord.deliver.>", "countersigned envelopes released to each organisation"),
+        (AUDIT_STREAM, "coord.audit.>", "audit records and checkpoints (ICD §7)"),
+        (
+            AUDIT_IN_STREAM,
+            "coord.auditin.>",
+            "audit events of parts run in other processes, for the one writer",
+        ),
+        (DEAD_STREAM, "coord.dead.>", "deliveries a native system refused permanently"),
+    )
+    # nothing the broker stores may be deleted or purged through the API
     return [
         StreamConfig(
-            name=ACCEPTED_STREAM,
-            subjects=["coord.msg.>"],
-            deny_delete=True,
-            deny_purge=True,
-            description="accepted, signed envelopes as received",
-            **common,
-        ),
-        StreamConfig(
-            name=DELIVERY_STREAM,
-            subjects=["coord.deliver.>"],
-            deny_delete=True,
-            deny_purge=True,
-            description="countersigned envelopes released to each organisation",
-            **common,
-        ),
-        StreamConfig(
-            name=AUDIT_STREAM,
-            subjects=["coord.audit.>"],
-            deny_delete=True,
-            deny_purge=True,
-            description="audit records and checkpoints (ICD §7)",
-            **common,
-        ),
-        StreamConfig(
-            name=AUDIT_IN_STREAM,
-            subjects=["coord.auditin.>"],
-            deny_delete=True,
-            deny_purge=True,
-            description="audit events of parts run in other processes, for the one audit writer",
-            **common,
-        ),
-        StreamConfig(
-            name=DEAD_STREAM,
-            subjects=["coord.dead.>"],
-            deny_delete=True,
-            deny_purge=True,
-            description="deliveries a native system refused permanently",
-            **common,
-        ),
+            name=name, subjects=[subject], deny_delete=True, deny_purge=True, description=text, **common
+        )
+        for name, subject, text in streams
     ]
 
 
