@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -162,7 +162,6 @@ class Bus:
         self._closed = False
         self._connected_event = asyncio.Event()
         self._ready_event = asyncio.Event()  # connected and the streams exist
-        self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
         # bumped on every (re)connection: a consumer loop that sees it change recreates its pull
         # subscription, which can otherwise go silent after a server restart (nats.py #504)
         self.generation = 0
@@ -241,8 +240,6 @@ class Bus:
         log.info("bus.reconnected")
         if self._streams_ok or not (self._ensure or self._check):
             self._ready_event.set()
-        for cb in list(self.on_reconnect):
-            await cb()
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("bus.error", error=f"{type(exc).__name__}: {exc}")
@@ -346,11 +343,6 @@ class Bus:
         with translate_errors("stream info"):
             info = await self.js.stream_info(stream)
         return int(info.state.last_seq)
-
-    @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[Bus]:
-        async with self:
-            yield self
 
 
 async def pull_forever(

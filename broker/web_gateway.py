@@ -104,7 +104,9 @@ class Gateway:
         )
         self.m_latency = metrics.histogram("coord_http_request_seconds", "request latency")
         self.metrics = metrics
-        self.schemas = {name: _ENC.encode(doc) for name, doc in all_schemas().items()}
+        docs = all_schemas()
+        self.schemas = {name: _ENC.encode(doc) for name, doc in docs.items()}
+        self.schema_index_body = _ENC.encode(docs)  # encoded once, served as is
 
     # -- the path of one message -------------------------------------------------------------
 
@@ -255,8 +257,7 @@ class Gateway:
         )
 
     async def schema_index(self, request: web.Request) -> web.Response:
-        docs = {name: msgspec.json.decode(b) for name, b in self.schemas.items()}
-        return web.Response(body=_ENC.encode(docs), content_type="application/schema+json")
+        return web.Response(body=self.schema_index_body, content_type="application/schema+json")
 
     async def schema_one(self, request: web.Request) -> web.Response:
         name = request.match_info["kind"]

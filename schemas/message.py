@@ -6,7 +6,7 @@ decoder, built once, reads any message and names the JSON path of the first sche
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -143,9 +143,3 @@ class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
 MESSAGE_DECODER: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
 ENVELOPE_DECODER: msgspec.json.Decoder[Envelope] = msgspec.json.Decoder(Envelope)
 ENCODER = msgspec.json.Encoder()
-
-
-def message_to_builtins(msg: Message) -> dict[str, Any]:
-    """The message as plain JSON-able data (for tools and tests)."""
-    out: dict[str, Any] = msgspec.to_builtins(msg)
-    return out

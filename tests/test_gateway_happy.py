@@ -25,3 +25,15 @@ async def test_post_stores_once_and_resend_is_duplicate(
     assert again.status == 200
     assert again.body == {"id": r.body["id"], "seq": r.body["seq"], "duplicate": True}
     assert await bus.last_seq(ACCEPTED_STREAM) == before + 1
+
+
+async def test_schemas_are_served(client_for: ClientFactory) -> None:
+    gw = await client_for("nsatu-liaison")
+    index = await gw.request("GET", "/v1/schemas")
+    assert index.status == 200 and index.headers["Content-Type"].startswith("application/schema+json")
+    docs = index.body  # the client decodes any *json media type
+    assert {"message", "envelope", "label", "status.update", "industry.exchange"} <= set(docs)
+    one = await gw.request("GET", "/v1/schemas/capability.pledge")
+    assert one.status == 200 and one.body == docs["capability.pledge"]
+    missing = await gw.request("GET", "/v1/schemas/no.such-kind")
+    assert missing.status == 404 and missing.body["type"] == "urn:coord:problem:not-found"

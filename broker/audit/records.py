@@ -24,7 +24,6 @@ Event = Literal[
     "tail-opened",
     "tail-closed",
 ]
-EVENTS: tuple[str, ...] = Event.__args__  # type: ignore[attr-defined]
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
