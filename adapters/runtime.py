@@ -40,6 +40,7 @@ from nats.aio.msg import Msg
 
 from adapters.formats import Codec, DeliveredMessage, NativeFormatError
 from adapters.verify import DeliveryRefused, verify_delivery
+from broker.aio import stop_task
 from broker.audit.records import AuditEvent, AuditSink
 from broker.bus import DELIVERY_STREAM, HDR_DIGEST, MSG_ID, Bus, pull_forever, translate_errors
 from broker.client import GatewayClient, build_message, seal_message
@@ -127,11 +128,7 @@ class Adapter:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await asyncio.gather(*(stop_task(t) for t in self._tasks))
         self._tasks.clear()
         if self._http is not None:
             await self._http.close()
@@ -171,9 +168,7 @@ class Adapter:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
 
     async def _deliver(self, m: Msg) -> None:
         digest = (m.headers or {}).get(HDR_DIGEST)

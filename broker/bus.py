@@ -31,6 +31,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from broker.aio import stop_task
 from broker.errors import BusUnavailable
 
 log = structlog.get_logger(__name__)
@@ -178,9 +179,7 @@ class Bus:
     async def aclose(self) -> None:
         self._closed = True
         if self._connector is not None:
-            self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connector
+            await stop_task(self._connector)
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.close()

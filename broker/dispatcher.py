@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from broker.aio import stop_task
 from broker.audit.records import AuditEvent, AuditSink
 from broker.bus import (
     ACCEPTED_STREAM,
@@ -142,9 +143,7 @@ class Dispatcher:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
 
     async def _subscribe(self) -> Any:
         await self.bus.wait_ready()
