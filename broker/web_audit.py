@@ -5,6 +5,11 @@ gets 403). The tail shows every audited event with its label's display marking; 
 is added only where the operator's clearance passes ICD §2 for that message (rules 1-4: an operator
 has no need-to-know list), otherwise the event carries `"redacted": true`. A rejected message never
 has content: its bytes were never stored.
+
+`AuditApi` needs only an `AuditView`: the writer itself (`AuditWriter`) in the writer's process, or a
+`RemoteAuditView` (broker.audit.snapshot) in a gateway process on the same host, which reads the
+checkpoint and the leaf hashes from the files the writer keeps. Every proof served is verified
+against the checkpoint's root first; audit files that cannot give one answer 503.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import base64
 import contextlib
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import nats.errors
@@ -21,8 +26,11 @@ import structlog
 from aiohttp import web
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from broker.audit.leaves import AuditFilesError
+from broker.audit.merkle import ProofError, verify_inclusion
+from broker.audit.note import Checkpoint, MalformedNote, parse_checkpoint
 from broker.audit.records import RECORD_DECODER, AuditEvent, AuditRecord
-from broker.audit.writer import AuditWriter, last_seq_of, split_lines
+from broker.audit.writer import last_seq_of, split_lines
 from broker.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus
 from broker.clock import rfc3339, utcnow
 from broker.errors import BusUnavailable, Problem
@@ -43,6 +51,27 @@ class _Line(msgspec.Struct):
 
 
 _LINE = msgspec.json.Decoder(_Line)
+
+
+class AuditView(Protocol):
+    """What the operators' API uses of the audit log (`AuditWriter`, `RemoteAuditView`)."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def checkpoint_note(self) -> str | None: ...
+
+    def proof(self, index: int) -> tuple[Checkpoint, str, list[bytes]]: ...
+
+    def leaf(self, index: int) -> bytes: ...
+
+    async def record(self, ev: AuditEvent) -> asyncio.Future[int]: ...
+
+
+def _files_unavailable(exc: Exception) -> Problem:
+    log.error("audit.files_unavailable", error=str(exc))
+    return Problem("unavailable", "the audit checkpoint files are not usable now; retry", retry_after=1)
 
 
 def require_operator(request: web.Request, policy: Policy) -> Operator:
@@ -109,7 +138,7 @@ def parse_tail_query(q: Any) -> TailFilter:
 
 
 class AuditApi:
-    def __init__(self, *, policy: PolicySource, audit: AuditWriter, bus: Bus, instance: str) -> None:
+    def __init__(self, *, policy: PolicySource, audit: AuditView, bus: Bus, instance: str) -> None:
         self.policy = policy
         self.audit = audit
         self.bus = bus
@@ -122,7 +151,11 @@ class AuditApi:
 
     async def checkpoint(self, request: web.Request) -> web.Response:
         require_operator(request, self.policy.current)
-        cp, note = self.audit.checkpoint, self.audit.checkpoint_note
+        try:
+            note = self.audit.checkpoint_note
+            cp = parse_checkpoint(note)[0] if note is not None else None  # fields and note: one reading
+        except (AuditFilesError, MalformedNote) as exc:
+            raise _files_unavailable(exc) from None
         if cp is None or note is None:
             raise Problem("not-found", "no checkpoint has been signed yet")
         return web.json_response(
@@ -141,11 +174,18 @@ class AuditApi:
             cp, note, path = self.audit.proof(index)
         except IndexError:
             raise Problem("not-found", "no record with that index under the latest checkpoint") from None
+        except AuditFilesError as exc:
+            raise _files_unavailable(exc) from None
+        try:
+            leaf = self.audit.leaf(index)
+            verify_inclusion(leaf, index, cp.size, path, cp.root)  # never a proof that does not hold
+        except (IndexError, AuditFilesError, ProofError) as exc:
+            raise _files_unavailable(exc) from None
         return web.json_response(
             {
                 "index": index,
                 "size": cp.size,
-                "leaf_hash": base64.b64encode(self.audit.leaves[index]).decode(),
+                "leaf_hash": base64.b64encode(leaf).decode(),
                 "proof": [base64.b64encode(h).decode() for h in path],
                 "checkpoint": note,
             }

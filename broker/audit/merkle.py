@@ -13,7 +13,8 @@ Verification conventions (they match the shared test vectors):
   and is refused; for ``size1 == size2`` the proof must be empty and the two roots equal.
 
 Proof generation costs O(size) hashing because only leaf hashes are kept; callers that serve many proofs
-should cache.
+should cache. Leaf hashes are read in slices of up to 65536, so any ``Sequence[bytes]`` with cheap slices
+(a list, or a file read with one ``pread`` per slice) serves.
 """
 
 from __future__ import annotations
@@ -151,8 +152,16 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+#: leaves taken per slice of the leaf hashes when computing a subtree root; over a file (a
+#: `LeafFile`) each slice is one read rather than one read per leaf
+_RANGE_CHUNK = 65_536
+
+
 def _subtree_root(leaf_hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
-    return CompactRange.from_leaf_hashes(leaf_hashes[i] for i in range(lo, hi)).root()
+    tree = CompactRange()
+    for start in range(lo, hi, _RANGE_CHUNK):
+        tree.extend(leaf_hashes[start : min(start + _RANGE_CHUNK, hi)])
+    return tree.root()
 
 
 def _check_size(leaf_hashes: Sequence[bytes], size: int) -> None:

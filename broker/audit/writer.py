@@ -12,6 +12,15 @@ On start the writer reads the whole log back, recomputes the tree, and refuses t
 (`AuditIntegrityError`) unless the recomputed root at its last checkpoint's size equals that
 checkpoint's root and the checkpoint's signature verifies: a new checkpoint is never signed over
 a log that is inconsistent with an earlier one.
+
+Files (`files=StatePaths.audit_dir`, layout in `broker.audit.leaves`): the leaf hashes that inclusion
+proofs need live in `<files>/leaves`, not in memory (32 B a record: 220 MB at 7M records), rebuilt from
+the log at every start and moved into place whole; every checkpoint signed or recovered is written to
+`<files>/checkpoint.note` after the leaves it covers are in the leaf file, so other processes on the
+host can serve proofs from the two files (`broker.audit.snapshot.AuditSnapshot`). The files are a
+cache: a folder the writer cannot use stops it at start, but a write that fails later is logged and
+never stops the log (proofs are refused until the next start). Without `files` the leaves stay in
+memory (`LeafHashes`).
 """
 
 from __future__ import annotations
@@ -20,10 +29,10 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -31,10 +40,21 @@ import nats.js.errors
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.audit.merkle import CompactRange, inclusion_proof, leaf_hash
+from broker.aio import stop_task
+from broker.audit.leaves import (
+    LEAVES_NAME,
+    AuditFilesError,
+    LeafFile,
+    LeafHashes,
+    LeafStore,
+    remove_note,
+    write_note,
+)
+from broker.audit.merkle import CompactRange, leaf_hash
 from broker.audit.note import Checkpoint, NoteError, sign_checkpoint, verify_checkpoint
 from broker.audit.records import RECORD_ENCODER, AuditEvent, make_record
 from broker.audit.remote import EVENT_DECODER, INBOX_DURABLE
+from broker.audit.snapshot import checked_proof
 from broker.bus import AUDIT_IN_STREAM, AUDIT_STREAM, Bus, pull_forever, translate_errors
 from broker.errors import BrokerError, BusUnavailable
 from broker.metrics import Registry
@@ -99,36 +119,6 @@ class _LineKind(msgspec.Struct):
 
 
 _LINE = msgspec.json.Decoder(_LineKind)
-
-
-class LeafHashes(Sequence[bytes]):
-    """Leaf hashes packed in one bytearray (32 bytes each): 1M records cost 32 MB, not ~100 MB."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def append(self, h: bytes) -> None:
-        self._buf += h
-
-    def __len__(self) -> int:
-        return len(self._buf) // 32
-
-    @overload
-    def __getitem__(self, i: int) -> bytes: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
-    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return bytes(self._buf[i * 32 : (i + 1) * 32])
-
-    def __iter__(self) -> Iterator[bytes]:
-        for j in range(len(self)):
-            yield bytes(self._buf[j * 32 : (j + 1) * 32])
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +186,10 @@ class AuditWriter:
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 10.0,
         inbox: bool = False,
+        files: Path | None = None,
     ) -> None:
         self.bus = bus
+        self.files = files
         self.inbox = inbox
         self.instance = instance
         self.origin = f"coord-broker/{instance}"
@@ -208,7 +200,7 @@ class AuditWriter:
         self._every = checkpoint_every
         self._interval = checkpoint_interval_s
         self.tree = CompactRange()
-        self.leaves = LeafHashes()
+        self.leaves: LeafStore = LeafHashes()  # a LeafFile once recovered, when `files` is given
         self._recent: OrderedDict[tuple[str, ...], int] = OrderedDict()  # repeat key -> index
         self.checkpoint_note: str | None = None
         self.checkpoint: Checkpoint | None = None
@@ -237,10 +229,9 @@ class AuditWriter:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain_timeout):
                     await self._queue.join()  # what producers handed over is written first
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_task(self._task, every_s=5.0)  # time for the final checkpoint before a second cancel
         self._task = None
+        self.leaves.close()
 
     async def record(self, ev: AuditEvent) -> asyncio.Future[int]:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -266,11 +257,18 @@ class AuditWriter:
         return self._queue.qsize()
 
     def proof(self, index: int) -> tuple[Checkpoint, str, list[bytes]]:
-        """Inclusion proof of record `index` against the latest signed checkpoint."""
+        """Inclusion proof of record `index` against the latest signed checkpoint, verified against
+        its root; IndexError outside it, `AuditFilesError` if the leaf file is damaged."""
         cp, note = self.checkpoint, self.checkpoint_note
         if cp is None or note is None or not 0 <= index < cp.size:
             raise IndexError(index)
-        return cp, note, inclusion_proof(self.leaves, index, cp.size)
+        return cp, note, checked_proof(self.leaves, index, cp)
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf hash of record `index` (IndexError if there is no such record yet)."""
+        if index < 0:
+            raise IndexError(index)
+        return self.leaves[index]
 
     # -- the task ------------------------------------------------------------------------------
 
@@ -290,9 +288,7 @@ class AuditWriter:
                 await self._write(batch)
         except asyncio.CancelledError:
             if inbox is not None:
-                inbox.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await inbox
+                await stop_task(inbox)
             await self._final_checkpoint()
             raise
 
@@ -327,11 +323,35 @@ class AuditWriter:
 
     async def _recover(self) -> None:
         await self.bus.wait_ready()
-        tree, leaves = CompactRange(), LeafHashes()
+        stored = await read_log(self.bus, instance=self.instance)
+        leaves = self._new_leaves()
+        try:
+            tree, note, cp = self._replay(stored, leaves)
+            leaves.commit()  # the rebuilt leaf file replaces the old one whole
+        except BaseException:
+            leaves.close()
+            raise
+        old, self.leaves = self.leaves, leaves
+        old.close()
+        self.tree, self.checkpoint_note, self.checkpoint = tree, note, cp
+        self._publish_note(note)
+        log.info("audit.recovered", size=tree.size, checkpoint=cp.size if cp else None)
+
+    def _new_leaves(self) -> LeafStore:
+        if self.files is None:
+            return LeafHashes()
+        return LeafFile.create(self.files / LEAVES_NAME)
+
+    def _replay(
+        self, stored: list[tuple[int, bytes]], leaves: LeafStore
+    ) -> tuple[CompactRange, str | None, Checkpoint | None]:
+        """Recompute the tree and the leaves from the stored log; check every stored checkpoint."""
+        tree = CompactRange()
         note: str | None = None
         cp: Checkpoint | None = None
         trusted = {self.key_name: self._key.public_key()}
-        for _seq, data in await read_log(self.bus, instance=self.instance):
+        for _seq, data in stored:
+            hashes: list[bytes] = []
             for line in split_lines(data):
                 kind = _LINE.decode(line)
                 if kind.type == "record":
@@ -339,7 +359,7 @@ class AuditWriter:
                     self._remember(repeat_key(k.event, k.message_id, k.actor, k.reason), tree.size)
                     h = leaf_hash(line)
                     tree.append(h)
-                    leaves.append(h)
+                    hashes.append(h)
                 elif kind.type == "checkpoint" and kind.note is not None:
                     try:
                         c = verify_checkpoint(kind.note, trusted, self.origin)
@@ -350,8 +370,26 @@ class AuditWriter:
                             f"stored log is inconsistent with its checkpoint of size {c.size}"
                         )
                     note, cp = kind.note, c
-        self.tree, self.leaves, self.checkpoint_note, self.checkpoint = tree, leaves, note, cp
-        log.info("audit.recovered", size=tree.size, checkpoint=cp.size if cp else None)
+            leaves.extend(hashes)
+        return tree, note, cp
+
+    def _publish_note(self, note: str | None) -> None:
+        """Write the checkpoint for other processes; its leaves are already in the leaf file."""
+        if self.files is None:
+            return
+        try:
+            if note is None:
+                remove_note(self.files)
+            else:
+                write_note(self.files, note)
+        except OSError as exc:
+            log.error("audit.note_write_failed", error=str(exc))
+
+    def _append_leaves(self, hashes: list[bytes]) -> None:
+        try:
+            self.leaves.extend(hashes)
+        except AuditFilesError as exc:  # proofs fail (the file is short) until the next start
+            log.error("audit.leaves_write_failed", error=str(exc))
 
     async def _next_batch(self) -> list[_Pending]:
         timeout = max(0.0, self._interval - (time.monotonic() - self._last_cp_time))
@@ -426,8 +464,7 @@ class AuditWriter:
         for k, index in keys.items():
             self._remember(k, index)
         self._settle_repeats([p for p in repeats if not p.done.done()])
-        for h in hashes:
-            self.leaves.append(h)
+        self._append_leaves(hashes)
         for i, p in enumerate(batch):
             self._queue.task_done()
             self.m_records.inc(p.ev.event)
@@ -436,6 +473,7 @@ class AuditWriter:
         if cp is not None:
             self.checkpoint, self.checkpoint_note = cp, note
             self._last_cp_time = time.monotonic()
+            self._publish_note(note)
 
     def _repeat_of(self, p: _Pending) -> int | None:
         k = repeat_key(p.ev.event, p.ev.message_id, p.ev.actor, p.ev.reason)
