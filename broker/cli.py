@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,12 +41,23 @@ def _default_url(paths: Any, given: str | None) -> str:
 # -- up -----------------------------------------------------------------------------------------------
 
 
+def _workers(n: int) -> int:
+    if not 0 <= n <= 64:
+        raise BrokerError(f"--gateway-workers must be between 0 and 64, not {n}")
+    return n
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from broker import logs
     from broker.service import SystemOptions
 
     logs.configure(console=True)
-    opts = SystemOptions(state=Path(args.state).resolve(), port=args.port, cluster=args.cluster)
+    opts = SystemOptions(
+        state=Path(args.state).resolve(),
+        port=args.port,
+        cluster=args.cluster,
+        gateway_workers=_workers(args.gateway_workers),
+    )
     (opts.state / "run").mkdir(parents=True, exist_ok=True)
     return asyncio.run(_up(args, opts))
 
@@ -105,9 +118,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     opts = SystemOptions(
         state=Path(args.state).resolve(),
+        host=args.host,
         port=args.port,
         nats_url=args.nats_url,
         gateway=part == "core",
+        gateway_worker=part == "gateway",
+        worker_index=args.worker_index,
+        gateway_workers=_workers(args.gateway_workers) if part == "core" else 0,
         dispatcher=part == "dispatcher",
         adapters=part == "adapter",
         adapter_orgs=(args.org,) if part == "adapter" else None,
@@ -117,16 +134,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoint_interval_s=args.checkpoint_interval,
         replicas=args.replicas,
     )
-    return asyncio.run(_run_part(opts))
+    return asyncio.run(_run_part(opts, stop_on_stdin_eof=args.worker_of_parent))
 
 
-async def _run_part(opts: Any) -> int:
+def _on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """A worker started by `GatewayWorkers` holds a pipe from its parent on stdin: EOF means the parent
+    is gone (even by SIGKILL), so the worker stops instead of serving on as an orphan."""
+
+    def watch() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            fd = sys.stdin.fileno()
+            while os.read(fd, 4096):  # the raw fd: no buffer lock held at interpreter exit
+                pass
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+async def _run_part(opts: Any, *, stop_on_stdin_eof: bool = False) -> int:
     from broker.service import System
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if stop_on_stdin_eof:
+        _on_stdin_eof(loop, stop)
     async with System(opts) as system:
         ready = {"ready": [c for c, _ in system.status.lines], "gateway": system.gateway_url}
         print(json.dumps(ready), flush=True)
@@ -337,13 +370,24 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--cluster", type=int, choices=[1, 3], default=1, help="NATS nodes (3: a JetStream cluster)"
     )
+    up.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the gateway as N processes sharing the port (0: in the main process)",
+    )
     up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 
     run = sub.add_parser("run", help="run one part of the system against an external NATS")
-    run.add_argument("part", choices=["core", "dispatcher", "adapter"])
+    run.add_argument("part", choices=["core", "gateway", "dispatcher", "adapter"])
     run.add_argument("--nats-url", required=True, help="NATS URL, or seeds comma-separated (tls://...)")
-    run.add_argument("--port", type=int, default=8443, help="gateway port (core)")
+    run.add_argument("--host", default="127.0.0.1", help="gateway address (core, gateway)")
+    run.add_argument("--port", type=int, default=8443, help="gateway port (core, gateway)")
+    run.add_argument("--gateway-workers", type=int, default=0, metavar="N", help="core: gateway processes")
+    run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    run.add_argument("--worker-of-parent", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--org", help="the adapter's organisation")
     run.add_argument("--native-url", help="the adapter's native system")
     run.add_argument("--gateway-url", help="where the adapter publishes inbound messages")

@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 
+from broker.aio import stop_task
 from broker.audit.remote import INBOX_DURABLE, inbox_subject
 from broker.audit.writer import audit_subject
 from broker.bus import (
@@ -281,6 +282,7 @@ def service_permissions(view: NatsView, service: str) -> NatsPermissions:
                 *accepted_publish_subjects(view),
                 f"{_API}.STREAM.INFO.{ACCEPTED_STREAM}",
                 f"{_API}.STREAM.MSG.GET.{ACCEPTED_STREAM}",  # read back by sequence on a duplicate
+                inbox_subject(GATEWAY),  # audit events, when it runs as worker processes
             ),
         )
     if service == DISPATCHER:
@@ -787,9 +789,7 @@ class NatsPolicyFollower:
         with contextlib.suppress(ValueError):
             self.holder.on_change.remove(self._on_change)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
 
     async def step(self) -> None:
         view = NatsView.of(self.holder.current)

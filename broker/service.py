@@ -15,7 +15,6 @@ stops everything it started, in reverse order, and nothing else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -28,9 +27,11 @@ from aiohttp import web
 from adapters.formats import codec_for
 from adapters.runtime import Adapter, AdapterIdentity
 from adapters.stub import StubNativeSystem
+from broker.aio import stop_task
 from broker.audit.records import AuditSink
 from broker.audit.remote import RemoteAuditSink
-from broker.audit.writer import AuditWriter
+from broker.audit.snapshot import AuditSnapshot, RemoteAuditView
+from broker.audit.writer import AuditWriter, audit_subject
 from broker.bus import Bus, BusSettings
 from broker.client import GatewayClient
 from broker.cluster import NatsCluster
@@ -48,10 +49,12 @@ from broker.nats_auth import bus_settings as nats_bus_settings
 from broker.natsd import NatsServer
 from broker.pki import ensure_defaults, load_signing_key
 from broker.policy import PolicyHolder
+from broker.ratelimit import SharedRateLimiter
 from broker.state import StatePaths
 from broker.tls import client_context, server_context
-from broker.web_audit import AuditApi
+from broker.web_audit import AuditApi, AuditView
 from broker.web_gateway import Gateway, build_app
+from broker.workers import GatewayWorkers, WorkerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +69,10 @@ class SystemOptions:
     - core: `gateway` + the audit writer (taking other processes' events from COORD_AUDIT_IN) + the
       operators' API + the admin identity that provisions NATS;
     - `dispatcher` alone, or one adapter (`adapter_orgs`) alone: their audit events go to the core
-      through JetStream (`RemoteAuditSink`), and an adapter talks to `native_urls[org]`.
+      through JetStream (`RemoteAuditSink`), and an adapter talks to `native_urls[org]`;
+    - `gateway_worker`: one process of a gateway spread over `gateway_workers` processes on one port
+      (broker/workers.py); its audit events go to the core like the dispatcher's, and it serves
+      checkpoints and proofs from the audit writer's files.
     """
 
     state: Path
@@ -84,6 +90,9 @@ class SystemOptions:
     stub_idempotent: bool = False
     replicas: int = 1  # copies of every stream (3 with `cluster=3`)
     cluster: int = 1  # embedded NATS nodes (1, or 3 for a JetStream cluster on loopback)
+    gateway_workers: int = 0  # the core's gateway: 0 in this process; N in N worker processes
+    gateway_worker: bool = False  # this process is one gateway worker (`broker run gateway`)
+    worker_index: int = 0  # which one (shown by its /healthz)
 
 
 @dataclass
@@ -107,6 +116,7 @@ class System:
         self.adapters: dict[str, Adapter] = {}
         self.nats: NatsServer | None = None
         self.cluster: NatsCluster | None = None
+        self.workers: GatewayWorkers | None = None
         self._stack = AsyncExitStack()
         self.gateway_url = ""
         self.nats_url = ""
@@ -189,6 +199,8 @@ class System:
         self.broker_keyid, self.broker_key = load_signing_key(paths, "broker")
         if o.gateway:
             await self._start_core()
+        elif o.gateway_worker:
+            await self._start_worker()
         else:
             self.gateway_url = o.gateway_url or ""
 
@@ -243,7 +255,8 @@ class System:
                 signing_key=self.broker_key,
                 metrics=self.metrics,
                 checkpoint_interval_s=o.checkpoint_interval_s,
-                inbox=not (o.dispatcher and o.adapters),
+                inbox=not (o.dispatcher and o.adapters) or o.gateway_workers > 0,
+                files=paths.audit_dir,
             )
         )
         self.audit = self.writer
@@ -252,12 +265,62 @@ class System:
             "audit", f"tree size {self.writer.tree.size}, checkpoints signed by {self.broker_keyid}"
         )
 
+        if o.gateway_workers > 0:
+            workers = await st.enter_async_context(
+                GatewayWorkers(
+                    WorkerSettings(
+                        count=o.gateway_workers,
+                        state=paths.root,
+                        nats_url=self.nats_url,
+                        host=o.host,
+                        port=o.port,
+                    )
+                )
+            )
+            self.workers = workers
+            self.gateway_url = workers.url
+            pids = ", ".join(map(str, workers.pids))
+            self.status.add(
+                "gateway",
+                f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt}; {o.gateway_workers} processes: {pids})",
+            )
+            return
+        await self._serve_gateway(
+            await self._bus("coord-gateway"), self.writer, self.writer, reuse_port=False
+        )
+
+    async def _start_worker(self) -> None:
+        """One gateway process of several: audit events to the core's writer, proofs from its files."""
         gw_bus = await self._bus("coord-gateway")
+        sink = RemoteAuditSink(gw_bus, "gateway")
+        name = self.holder.current.name
+        snapshot = AuditSnapshot(
+            self.paths.audit_dir,
+            trusted={self.broker_keyid: self.broker_key.public_key()},
+            origin=f"coord-broker/{name}",
+        )
+        view = RemoteAuditView(snapshot, sink, audit_subject(name))
+        await self._serve_gateway(gw_bus, sink, view, reuse_port=True)
+
+    async def _serve_gateway(
+        self, gw_bus: Bus, sink: AuditSink, view: AuditView, *, reuse_port: bool
+    ) -> None:
+        o, paths, st = self.options, self.paths, self._stack
+        policy = self.holder.current
+        (paths.root / "run").mkdir(parents=True, exist_ok=True)
+        # one bucket per sender for every gateway process on this host (broker/ratelimit.py)
+        limiter = st.enter_context(SharedRateLimiter(paths.root / "run" / "ratelimit"))
         self.gateway = Gateway(
-            policy=self.holder, bus=gw_bus, audit=self.audit, metrics=self.metrics, instance=policy.name
+            policy=self.holder,
+            bus=gw_bus,
+            audit=sink,
+            metrics=self.metrics,
+            instance=policy.name,
+            limiter=limiter,
+            worker=o.worker_index if o.gateway_worker else None,
         )
         reader_bus = await self._bus("coord-reader")
-        audit_api = AuditApi(policy=self.holder, audit=self.writer, bus=reader_bus, instance=policy.name)
+        audit_api = AuditApi(policy=self.holder, audit=view, bus=reader_bus, instance=policy.name)
         app = build_app(self.gateway, audit_api.add_routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -267,6 +330,7 @@ class System:
             o.host,
             o.port,
             ssl_context=server_context(paths.ca_crt, paths.server_crt, paths.server_key),
+            reuse_port=reuse_port or None,
         )
         await site.start()
         port = runner.addresses[0][1]
@@ -311,6 +375,4 @@ class System:
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)

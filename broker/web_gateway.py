@@ -25,7 +25,7 @@ from broker.errors import BusUnavailable, Problem
 from broker.intake import Admitted, Intake, Partial, Refused
 from broker.metrics import Registry
 from broker.policy import Policy
-from broker.ratelimit import RateLimiter
+from broker.ratelimit import Limiter, RateLimiter
 from broker.web_problems import problem_middleware, problem_response
 from schemas.export import all_schemas
 
@@ -87,13 +87,16 @@ class Gateway:
         audit: AuditSink,
         metrics: Registry,
         instance: str,
+        limiter: Limiter | None = None,
+        worker: int | None = None,
     ) -> None:
         self.policy = policy
+        self.worker = worker  # which of several gateway processes this is (None: the only one)
         self.bus = bus
         self.audit = audit
         self.instance = instance
         self.intake = Intake()
-        self.limiter = RateLimiter()
+        self.limiter: Limiter = limiter if limiter is not None else RateLimiter()  # one process alone
         self.m_requests = metrics.counter(
             "coord_http_requests_total", "HTTP requests by path and status", ("path", "status")
         )
@@ -239,7 +242,10 @@ class Gateway:
             return Outcome(p.status, p.to_dict())
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "instance": self.instance})
+        doc: dict[str, Any] = {"status": "ok", "instance": self.instance}
+        if self.worker is not None:
+            doc["worker"] = self.worker
+        return web.json_response(doc)
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready = self.bus.ready

@@ -212,3 +212,67 @@ def test_up_demo_prints_what_each_body_got(tmp_path: Path) -> None:
     udcg = out.split("\n  UDCG\n", 1)[1]
     assert "withheld  delivery.status" in udcg
     assert "received  capability.pledge" in udcg
+
+
+def _children(pid: int) -> list[int]:
+    f = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in f.read_text().split()] if f.exists() else []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_up_gateway_workers_out_of_range_is_refused(tmp_path: Path) -> None:
+    for n in ("-1", "65"):
+        p = run("up", "--port", "0", "--gateway-workers", n, state=tmp_path / "s", check=False, timeout=60)
+        assert p.returncode == 2 and "--gateway-workers must be between 0 and 64" in p.stderr, p.stderr
+    assert not (tmp_path / "s" / "nats").exists()  # refused before anything started
+
+
+@pytest.mark.slow
+def test_up_with_gateway_workers_serves_and_workers_die_with_their_parent(tmp_path: Path) -> None:
+    """`broker up --gateway-workers 2`: two `run gateway` children serve the printed URL; killed with
+    SIGKILL (no clean-up at all), the parent leaves no worker behind: each sees its stdin pipe close."""
+    state = tmp_path / "s"
+    proc = subprocess.Popen(
+        [*BROKER, "--state", str(state), "up", "--port", "0", "--gateway-workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    nats: list[int] = []
+    workers: list[int] = []
+    try:
+        out = _wait_for(proc, "Ctrl-C stops everything")
+        assert "2 processes" in out
+        workers = [c for c in _children(proc.pid) if " run gateway " in _cmdline(c)]
+        nats = _nats_pids(state)
+        assert len(workers) == 2 and all(_alive(w) for w in workers)
+        url = (state / "run" / "gateway.url").read_text().strip()
+        envelope = (state / "examples" / "status-update.envelope.json").read_bytes()
+        paths = StatePaths(state)
+
+        async def post_twice() -> tuple[int, int]:
+            ctx = client_context(paths.ca_crt, paths.tls_crt("nsatu-liaison"), paths.tls_key("nsatu-liaison"))
+            async with GatewayClient(url, ctx) as gw:
+                return (await gw.post(envelope)).status, (await gw.post(envelope)).status
+
+        assert asyncio.run(post_twice()) == (202, 200)
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while any(_alive(w) for w in workers):
+            assert time.monotonic() < deadline, "a gateway worker outlived its parent"
+            time.sleep(0.1)
+    finally:
+        for pid in [proc.pid, *workers, *nats]:  # only what this test started, by pid
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
