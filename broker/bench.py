@@ -82,6 +82,8 @@ class Scale:
     mem_small: int
     mem_large: int
     drain_timeout_s: float
+    scale_n: int
+    scale_clients: int
 
 
 QUICK = Scale(
@@ -102,6 +104,8 @@ QUICK = Scale(
     mem_small=6000,
     mem_large=12_000,
     drain_timeout_s=10.0,
+    scale_n=1000,
+    scale_clients=32,
 )
 FULL = Scale(
     quick=False,
@@ -121,6 +125,8 @@ FULL = Scale(
     mem_small=60_000,
     mem_large=300_000,
     drain_timeout_s=120.0,
+    scale_n=10_000,
+    scale_clients=32,
 )
 
 
@@ -314,6 +320,24 @@ async def _serve_broker(state: Path, ready: Path) -> None:
         _write_ready(ready, info)
         await stop.wait()
         await runner.cleanup()
+
+
+async def _serve_gateway(state: Path, ready: Path, workers: int) -> None:
+    """Ingest only, for the scaling figure: the gateway in `workers` processes, the audit writer and
+    NATS; no dispatcher, no adapters (their work does not grow with gateway processes)."""
+    import broker.service as service
+    from broker import logs
+
+    logs.configure(console=False, level=logging.WARNING)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    opts = service.SystemOptions(
+        state=state, port=0, gateway_workers=workers, dispatcher=False, adapters=False
+    )
+    async with service.System(opts) as system:
+        pids = system.workers.pids if system.workers is not None else []
+        _write_ready(ready, {"gateway_url": system.gateway_url, "pid": os.getpid(), "workers": pids})
+        await stop.wait()
 
 
 async def _serve_bare(state: Path, ready: Path) -> None:
@@ -678,6 +702,38 @@ async def run(sc: Scale, work: Path) -> list[Figure]:
         bare_p99 = percentile(lat, 99) * 1000
     figures.append(fig(f"bare aiohttp mTLS handler ({sc.concurrency} clients)", bare_rate, "req/s"))
 
+    # 7. the gateway in 1 and 2 processes on one port, ingest only, in fresh copies of the state
+    scaled: dict[int, float] = {}
+    for n in (1, 2):
+        copy = work / f"state-gateway{n}"
+        shutil.copytree(state, copy, ignore=shutil.ignore_patterns("nats", "audit", "run"))
+        _say(f"gateway in {n} process(es), ingest only ...")
+        async with child(f"gateway{n}", copy, work) as info, _session(ctx, sc.scale_clients) as s:
+            url = info["gateway_url"] + "/v1/messages"
+            await closed_loop(s, url, [b for _, b in sealer.make(200)], sc.scale_clients, "application/json")
+            bodies = [b for _, b in sealer.make(sc.scale_n)]
+            dt, st = await closed_loop(s, url, bodies, sc.scale_clients, "application/json")
+            _check_ok(f"gateway x{n}", st)
+            scaled[n] = sc.scale_n / dt
+        shutil.rmtree(copy, ignore_errors=True)
+    figures.append(
+        fig(
+            f"ingest, gateway in 1 process ({sc.scale_clients} clients)",
+            scaled[1],
+            "msg/s",
+            note="ingest only",
+        )
+    )
+    figures.append(
+        fig(
+            f"ingest, gateway in 2 processes ({sc.scale_clients} clients)",
+            scaled[2],
+            "msg/s",
+            scaled[1],
+            "baseline: 1 process; target >= 1.70",
+        )
+    )
+
     # 2-6. the system
     _say("starting the system (embedded NATS, gateway, dispatcher, audit, adapters, stubs) ...")
     async with child("broker", state, work) as info, _session(ctx, 64) as s:
@@ -890,12 +946,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _serve_main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="broker.bench")
-    p.add_argument("--serve", choices=("broker", "bare"), required=True)
+    p.add_argument("--serve", choices=("broker", "bare", "gateway1", "gateway2"), required=True)
     p.add_argument("--state", required=True)
     p.add_argument("--ready", required=True)
     a = p.parse_args(argv)
-    serve = _serve_broker if a.serve == "broker" else _serve_bare
-    asyncio.run(serve(Path(a.state), Path(a.ready)))
+    state, ready = Path(a.state), Path(a.ready)
+    if a.serve.startswith("gateway"):
+        asyncio.run(_serve_gateway(state, ready, int(a.serve[-1])))
+    else:
+        asyncio.run((_serve_broker if a.serve == "broker" else _serve_bare)(state, ready))
     return 0
 
 
