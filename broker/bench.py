@@ -229,6 +229,25 @@ def _rss_kb(pid: int | str = "self") -> tuple[int, int]:
     return rss, hwm
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process from /proc (0.0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc)."""
+    out = [pid]
+    with contextlib.suppress(OSError):
+        for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            out += _tree(int(c))
+    return out
+
+
 def _write_ready(path: Path, info: dict[str, Any]) -> None:
     """Written whole, then renamed: the parent never reads half a file."""
     tmp = path.with_suffix(".tmp")
@@ -265,7 +284,7 @@ def _timed_stub_class() -> type[Any]:
     return TimedStub
 
 
-async def _serve_broker(state: Path, ready: Path) -> None:
+async def _serve_broker(state: Path, ready: Path, workers: int = 0) -> None:
     import broker.service as service
     from broker import logs
 
@@ -274,11 +293,14 @@ async def _serve_broker(state: Path, ready: Path) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with service.System(service.SystemOptions(state=state, port=0)) as system:
+    async with service.System(service.SystemOptions(state=state, port=0, gateway_workers=workers)) as system:
         nats_pid = system.nats.proc.pid if system.nats is not None and system.nats.proc else 0
 
         async def stats(request: web.Request) -> web.Response:
             rss, hwm = _rss_kb()
+            for pid in system.workers.pids if system.workers is not None else []:
+                w_rss, w_hwm = _rss_kb(pid)  # the gateway processes are broker processes too
+                rss, hwm = rss + w_rss, hwm + w_hwm
             nrss, nhwm = _rss_kb(nats_pid)
             return web.json_response(
                 {
@@ -368,13 +390,18 @@ async def _serve_bare(state: Path, ready: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def child(kind: str, state: Path, work: Path, timeout: float = 90.0) -> AsyncIterator[dict[str, Any]]:
+async def child(
+    kind: str, state: Path, work: Path, timeout: float = 90.0, *, workers: int = 0
+) -> AsyncIterator[dict[str, Any]]:
     """Start `python -m broker.bench --serve KIND` and yield what it reports once ready."""
     ready = work / f"{kind}.ready.json"
     ready.unlink(missing_ok=True)
     logf = (work / f"{kind}.log").open("ab")
     proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own interpreter and module
-        [sys.executable, "-m", "broker.bench", "--serve", kind, "--state", str(state), "--ready", str(ready)],
+        [
+            *(sys.executable, "-m", "broker.bench", "--serve", kind),
+            *("--state", str(state), "--ready", str(ready), "--gateway-workers", str(workers)),
+        ],
         stdout=logf,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -658,7 +685,7 @@ async def _batch_ingest(
     return time.perf_counter() - t0, accepted
 
 
-async def run(sc: Scale, work: Path) -> list[Figure]:
+async def run(sc: Scale, work: Path, gateway_workers: int = 0) -> list[Figure]:
     figures: list[Figure] = []
     state = work / "state"
     _say(f"state in {state}")
@@ -704,6 +731,7 @@ async def run(sc: Scale, work: Path) -> list[Figure]:
 
     # 7. the gateway in 1 and 2 processes on one port, ingest only, in fresh copies of the state
     scaled: dict[int, float] = {}
+    cpu_notes: dict[int, str] = {}
     for n in (1, 2):
         copy = work / f"state-gateway{n}"
         shutil.copytree(state, copy, ignore=shutil.ignore_patterns("nats", "audit", "run"))
@@ -712,16 +740,30 @@ async def run(sc: Scale, work: Path) -> list[Figure]:
             url = info["gateway_url"] + "/v1/messages"
             await closed_loop(s, url, [b for _, b in sealer.make(200)], sc.scale_clients, "application/json")
             bodies = [b for _, b in sealer.make(sc.scale_n)]
+            pids = _tree(int(info["pid"]))
+            cpu0 = {pid: _cpu_s(pid) for pid in pids}
+            me = time.process_time()
             dt, st = await closed_loop(s, url, bodies, sc.scale_clients, "application/json")
+            used = {pid: (_cpu_s(pid) - cpu0[pid]) / dt * 100 for pid in pids}
+            load = (time.process_time() - me) / dt * 100
             _check_ok(f"gateway x{n}", st)
             scaled[n] = sc.scale_n / dt
+            core_pid, workers = int(info["pid"]), set(info["workers"])
+            gw = sum(v for p, v in used.items() if p in workers)
+            nats = sum(v for p, v in used.items() if p not in workers and p != core_pid)
+            core = used.get(core_pid, 0.0)
+            total = gw + nats + core + load
+            cpu_notes[n] = (
+                f"CPU, % of one core: gateway {gw:.0f}, nats-server {nats:.0f}, audit/core {core:.0f}, "
+                f"load generator {load:.0f}; total {total:.0f} of {100 * (os.cpu_count() or 1)}"
+            )
         shutil.rmtree(copy, ignore_errors=True)
     figures.append(
         fig(
             f"ingest, gateway in 1 process ({sc.scale_clients} clients)",
             scaled[1],
             "msg/s",
-            note="ingest only",
+            note=f"ingest only; {cpu_notes[1]}",
         )
     )
     figures.append(
@@ -730,13 +772,13 @@ async def run(sc: Scale, work: Path) -> list[Figure]:
             scaled[2],
             "msg/s",
             scaled[1],
-            "baseline: 1 process; target >= 1.70",
+            f"baseline: 1 process; target >= 1.70; {cpu_notes[2]}",
         )
     )
 
     # 2-6. the system
     _say("starting the system (embedded NATS, gateway, dispatcher, audit, adapters, stubs) ...")
-    async with child("broker", state, work) as info, _session(ctx, 64) as s:
+    async with child("broker", state, work, workers=gateway_workers) as info, _session(ctx, 64) as s:
         gw, ctl = info["gateway_url"], info["control_url"]
         url = gw + "/v1/messages"
         warm = sealer.make(200)
@@ -920,6 +962,13 @@ def add_bench_parser(subparsers: Any) -> None:
     b.add_argument("--quick", action="store_true", help="a small run (under a minute)")
     b.add_argument("--json", dest="json_file", help="also write the figures as JSON to this file")
     b.add_argument("--keep", action="store_true", help="keep the temp folder (logs, state)")
+    b.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the system's gateway in N processes, like `broker up --gateway-workers N` (0: in-process)",
+    )
     b.set_defaults(func=cmd_bench)
 
 
@@ -931,7 +980,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     t0 = time.perf_counter()
     try:
-        figures = asyncio.run(run(sc, work))
+        figures = asyncio.run(run(sc, work, args.gateway_workers))
     finally:
         if not getattr(args, "keep", False):
             shutil.rmtree(work, ignore_errors=True)
@@ -949,12 +998,15 @@ def _serve_main(argv: Sequence[str]) -> int:
     p.add_argument("--serve", choices=("broker", "bare", "gateway1", "gateway2"), required=True)
     p.add_argument("--state", required=True)
     p.add_argument("--ready", required=True)
+    p.add_argument("--gateway-workers", type=int, default=0)
     a = p.parse_args(argv)
     state, ready = Path(a.state), Path(a.ready)
     if a.serve.startswith("gateway"):
         asyncio.run(_serve_gateway(state, ready, int(a.serve[-1])))
+    elif a.serve == "broker":
+        asyncio.run(_serve_broker(state, ready, a.gateway_workers))
     else:
-        asyncio.run((_serve_broker if a.serve == "broker" else _serve_bare)(state, ready))
+        asyncio.run(_serve_bare(state, ready))
     return 0
 
 
