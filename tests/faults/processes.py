@@ -101,8 +101,9 @@ def _broker(paths: StatePaths, *args: str) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def split_system(tmp: Path, *, cluster: bool = False) -> AsyncIterator[Split]:
-    """The parts as processes on one secured nats-server, or on a 3-node cluster (streams at R3)."""
+async def split_system(tmp: Path, *, cluster: bool = False, gateway_workers: int = 0) -> AsyncIterator[Split]:
+    """The parts as processes on one secured nats-server, or on a 3-node cluster (streams at R3);
+    with `gateway_workers`, the core runs the gateway as that many `broker run gateway` children."""
     paths = StatePaths(tmp / "state")
     ensure_defaults(paths)
     ensure_nats_identities(paths, load_policy(paths.policy), route=cluster)
@@ -131,9 +132,8 @@ async def split_system(tmp: Path, *, cluster: bool = False) -> AsyncIterator[Spl
             "3" if cluster else "1",
         ]
         port = free_port()
-        split.parts["core"] = Part(
-            "core", _broker(paths, "core", "--port", str(port), *common), tmp / "core.log"
-        )
+        core = ["core", "--port", str(port), "--gateway-workers", str(gateway_workers)]
+        split.parts["core"] = Part("core", _broker(paths, *core, *common), tmp / "core.log")
         try:
             ready = await split.parts["core"].start()
             split.gateway_url = ready["gateway"]
@@ -159,6 +159,30 @@ async def split_system(tmp: Path, *, cluster: bool = False) -> AsyncIterator[Spl
         finally:
             for part in reversed(list(split.parts.values())):
                 part.stop()
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for whoever inherited it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def gateway_worker_pids(core: Part) -> list[int]:
+    """The `broker run gateway` children of the core process we started (Linux /proc)."""
+    assert core.proc is not None
+    pid = core.proc.pid
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    out = []
+    for c in children:
+        with contextlib.suppress(OSError):
+            if b" run gateway " in Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" "):
+                out.append(c)
+    return out
 
 
 async def _stop_nats(split: Split) -> None:

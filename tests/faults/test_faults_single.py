@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,7 +24,15 @@ from tests.faults.harness import (
     longest_gap,
     wait_delivered,
 )
-from tests.faults.processes import Split, audit_export, audit_verifies, split_system, wall
+from tests.faults.processes import (
+    Split,
+    alive,
+    audit_export,
+    audit_verifies,
+    gateway_worker_pids,
+    split_system,
+    wall,
+)
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(360)]
 
@@ -33,10 +43,15 @@ REPORT = Path(__file__).with_name("last-report.jsonl")
 
 
 async def scenario(
-    tmp_path: Path, name: str, fault: Callable[[Split], Awaitable[None]], *, cluster: bool = False
+    tmp_path: Path,
+    name: str,
+    fault: Callable[[Split], Awaitable[None]],
+    *,
+    cluster: bool = False,
+    gateway_workers: int = 0,
 ) -> None:
     """Load for LOAD_S, the fault at FAULT_AT_S, then every check of the suite."""
-    async with split_system(tmp_path, cluster=cluster) as split:
+    async with split_system(tmp_path, cluster=cluster, gateway_workers=gateway_workers) as split:
         gen = LoadGenerator(
             split.paths, load_policy(split.paths.policy), split.gateway_url, rate=RATE, workers=2
         )
@@ -139,3 +154,39 @@ async def test_native_system_down_for_30s(tmp_path: Path) -> None:
         split.stubs["EUMAM"].set_down(False)
 
     await scenario(tmp_path, "EUMAM native system down 30 s", fault)
+
+
+async def test_kill_a_gateway_worker_mid_load(tmp_path: Path) -> None:
+    """The gateway as 2 processes: one dies by SIGKILL; the other takes the new connections, the core
+    restarts the dead one, and clients retry what was reset."""
+
+    async def fault(split: Split) -> None:
+        pids = gateway_worker_pids(split.parts["core"])
+        assert len(pids) == 2, pids
+        os.kill(pids[0], signal.SIGKILL)  # a child of the core process this test started
+        deadline = wall() + 30.0
+        while True:
+            now = gateway_worker_pids(split.parts["core"])
+            if len(now) == 2 and pids[0] not in now:
+                return
+            assert wall() < deadline, f"gateway worker not restarted: {now}"
+            await asyncio.sleep(0.2)
+
+    await scenario(tmp_path, "kill -9 one of 2 gateway processes", fault, gateway_workers=2)
+
+
+async def test_kill_core_with_gateway_workers_and_restart(tmp_path: Path) -> None:
+    """The core dies by SIGKILL: its gateway processes see their stdin pipe close and stop (nobody
+    would audit them), and the restarted core starts new ones on the same port."""
+
+    async def fault(split: Split) -> None:
+        old = gateway_worker_pids(split.parts["core"])
+        assert len(old) == 2, old
+        split.parts["core"].kill()
+        deadline = wall() + 20.0
+        while any(alive(pid) for pid in old):
+            assert wall() < deadline, "gateway workers outlived the core"
+            await asyncio.sleep(0.1)
+        await split.parts["core"].start()
+
+    await scenario(tmp_path, "kill -9 core with 2 gateway processes, restart", fault, gateway_workers=2)
