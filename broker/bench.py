@@ -517,16 +517,39 @@ def verify_rates(n: int, envelope: bytes, root: Path) -> tuple[float, float]:
     return nacl_rate, n / (time.perf_counter() - t0)
 
 
-async def raw_nats(work: Path, envelope: bytes, sc: Scale) -> tuple[float, float]:
-    """JetStream publish of the envelope (with `Nats-Msg-Id`) to a nats-server rendered like `broker up`'s."""
+RAW_IDENTITY = "bench-raw"
+
+
+async def raw_nats(work: Path, state: Path, envelope: bytes, sc: Scale) -> tuple[float, float, float]:
+    """JetStream publish of the envelope (with `Nats-Msg-Id`) to a nats-server rendered as `broker up`
+    renders it (TLS only, handshake first, certificate-mapped users, `sync_interval: always`), by a
+    bench-only user: awaited one by one, `publish_async` with the raw window, and with
+    `scale_clients` in flight (what the gateway's closed-loop figure can have)."""
     import nats
     from nats.js.api import StorageType, StreamConfig
 
     from broker.client import uuid7
-    from broker.natsd import NatsServer
+    from broker.nats_auth import bus_settings, issue_nats_identity, nats_security, nats_user
+    from broker.natsd import NatsPermissions, NatsServer, NatsUser
+    from broker.policy import load_policy
+    from broker.state import StatePaths
 
-    async with NatsServer(work / "raw-nats") as srv:
-        nc = await nats.connect(servers=[srv.url], pending_size=0)
+    paths = StatePaths(state)
+    issue_nats_identity(paths, RAW_IDENTITY)
+    everything = NatsPermissions(
+        publish_allow=(">",), publish_deny=("$SYS.>",), subscribe_allow=(">",), subscribe_deny=("$SYS.>",)
+    )
+    user = NatsUser(nats_user(RAW_IDENTITY), everything, "bench only: the raw baseline")
+    security = nats_security(paths, load_policy(paths.policy), extra_users=[user])
+    async with NatsServer(work / "raw-nats", security=security) as srv:
+        conn = bus_settings(paths, RAW_IDENTITY, srv.url, name="bench-raw", ensure_streams=False)
+        nc = await nats.connect(
+            servers=[srv.url],
+            tls=conn.tls,
+            tls_handshake_first=conn.tls_handshake_first,
+            inbox_prefix=conn.inbox_prefix,
+            pending_size=0,
+        )
         try:
             js = nc.jetstream(timeout=5, publish_async_max_pending=sc.raw_window)
             await js.add_stream(
@@ -550,9 +573,18 @@ async def raw_nats(work: Path, envelope: bytes, sc: Scale) -> tuple[float, float
             await js.publish_async_completed()
             await asyncio.gather(*futs)
             async_rate = sc.raw_async_n / (time.perf_counter() - t0)
+            slots = asyncio.Semaphore(sc.scale_clients)
+
+            async def one() -> None:
+                async with slots:
+                    await js.publish("bench.raw.x", envelope, headers={"Nats-Msg-Id": uuid7()})
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(sc.raw_async_n)))
+            window_rate = sc.raw_async_n / (time.perf_counter() - t0)
         finally:
             await nc.close()
-    return sync_rate, async_rate
+    return sync_rate, async_rate, window_rate
 
 
 # -- audit export --------------------------------------------------------------------------------
@@ -707,7 +739,7 @@ async def run(sc: Scale, work: Path, gateway_workers: int = 0) -> list[Figure]:
         )
     )
     _say("raw NATS JetStream publish ...")
-    sync_rate, async_rate = await raw_nats(work, sample, sc)
+    sync_rate, async_rate, window_rate = await raw_nats(work, state, sample, sc)
     figures.append(fig("raw JetStream publish, awaited", sync_rate, "msg/s"))
     figures.append(
         fig(
@@ -716,6 +748,14 @@ async def run(sc: Scale, work: Path, gateway_workers: int = 0) -> list[Figure]:
             "msg/s",
             sync_rate,
             "baseline: awaited",
+        )
+    )
+    figures.append(
+        fig(
+            f"raw JetStream publish, {sc.scale_clients} in flight",
+            window_rate,
+            "msg/s",
+            note="the store's ceiling for the gateway figures below",
         )
     )
     _say("bare aiohttp mTLS handler ...")

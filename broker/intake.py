@@ -126,9 +126,13 @@ def schema_error(exc: msgspec.ValidationError) -> dict[str, str]:
 
 
 def parse_created(text: str) -> datetime:
-    """RFC 3339 UTC `...Z`, fractions to any precision (truncated to microseconds)."""
+    """RFC 3339 UTC `...Z`, fractions to any precision (truncated to microseconds). The schema has
+    already matched `YYYY-MM-DDTHH:MM:SS(.f{1,9})?Z`; `fromisoformat` (6× faster than `strptime`)
+    refuses what is not a real date with ValueError, as `strptime` did."""
     head, _, frac = text[:-1].partition(".")
-    base = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    if len(head) != 19:
+        raise ValueError("not YYYY-MM-DDTHH:MM:SS")
+    base = datetime.fromisoformat(head).replace(tzinfo=UTC)
     return base + timedelta(microseconds=int((frac + "000000")[:6])) if frac else base
 
 
