@@ -239,6 +239,22 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine() -> list[int]:
+    """The machine's CPU time counters (/proc/stat: user nice system idle iowait irq softirq steal)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return [0] * 8
+
+
+def _busy(before: list[int], after: list[int]) -> tuple[float, float]:
+    """(% busy, % iowait) of all cores between two `_machine()` readings."""
+    d = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(d) or 1
+    return 100.0 * (total - d[3] - d[4]) / total, 100.0 * d[4] / total
+
+
 def _tree(pid: int) -> list[int]:
     """`pid` and its descendants (Linux /proc)."""
     out = [pid]
@@ -782,8 +798,9 @@ async def run(sc: Scale, work: Path, gateway_workers: int = 0) -> list[Figure]:
             bodies = [b for _, b in sealer.make(sc.scale_n)]
             pids = _tree(int(info["pid"]))
             cpu0 = {pid: _cpu_s(pid) for pid in pids}
-            me = time.process_time()
+            me, m0 = time.process_time(), _machine()
             dt, st = await closed_loop(s, url, bodies, sc.scale_clients, "application/json")
+            busy, iowait = _busy(m0, _machine())
             used = {pid: (_cpu_s(pid) - cpu0[pid]) / dt * 100 for pid in pids}
             load = (time.process_time() - me) / dt * 100
             _check_ok(f"gateway x{n}", st)
@@ -795,7 +812,8 @@ async def run(sc: Scale, work: Path, gateway_workers: int = 0) -> list[Figure]:
             total = gw + nats + core + load
             cpu_notes[n] = (
                 f"CPU, % of one core: gateway {gw:.0f}, nats-server {nats:.0f}, audit/core {core:.0f}, "
-                f"load generator {load:.0f}; total {total:.0f} of {100 * (os.cpu_count() or 1)}"
+                f"load generator {load:.0f}; total {total:.0f} of {100 * (os.cpu_count() or 1)}; "
+                f"machine {busy:.0f}% busy (with kernel and softirq time), {iowait:.0f}% iowait"
             )
         shutil.rmtree(copy, ignore_errors=True)
     figures.append(
