@@ -127,7 +127,7 @@ def schema_error(exc: msgspec.ValidationError) -> dict[str, str]:
 
 def parse_created(text: str) -> datetime:
     """RFC 3339 UTC `...Z`, fractions to any precision (truncated to microseconds). The schema has
-    already matched `YYYY-MM-DDTHH:MM:SS(.f{1,9})?Z`; `fromisoformat` (6× faster than `strptime`)
+    already matched `YYYY-MM-DDTHH:MM:SS(.f{1,9})?Z`; `fromisoformat` (6 times faster than `strptime`)
     refuses what is not a real date with ValueError, as `strptime` did."""
     head, _, frac = text[:-1].partition(".")
     if len(head) != 19:
