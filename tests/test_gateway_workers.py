@@ -244,3 +244,44 @@ async def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(
     c1 = await connect(workers, "nsatu-liaison", 1, conns)
     status, _, doc = await c1.post(sealed(workers, message()))
     assert status == 202, doc
+
+
+async def test_a_policy_change_applies_in_every_worker(
+    workers: System, conns: list[aiohttp.ClientSession]
+) -> None:
+    """Each worker follows the policy file itself: withdrawing a right is refused by both, and
+    restoring it is accepted by both (no worker keeps a stale policy)."""
+    a = await connect(workers, "nsatu-liaison", 0, conns)
+    b = await connect(workers, "nsatu-liaison", 1, conns)
+    ident = "nsatu-liaison"
+    original = load_policy(workers.paths.policy)
+    kinds = original.senders[ident].publishes
+
+    def without_status(p: Policy) -> Policy:
+        s = dataclasses.replace(p.senders[ident], publishes=kinds - {"status.update"})
+        return dataclasses.replace(p, senders={**p.senders, ident: s})
+
+    async def statuses() -> tuple[int, int]:
+        out = []
+        for conn in (a, b):
+            status, _, _ = await conn.post(sealed(workers, message()))
+            out.append(status)
+        return out[0], out[1]
+
+    write_policy(workers.paths.policy, without_status(original))
+    try:
+        for _ in range(100):  # each worker polls the file: both refuse within a few seconds
+            if await statuses() == (403, 403):
+                break
+            await asyncio.sleep(0.1)
+        status, _, doc = await b.post(sealed(workers, message()))
+        assert status == 403 and doc["type"] == "urn:coord:problem:not-permitted", doc
+        status, _, doc = await a.post(sealed(workers, message()))
+        assert status == 403 and doc["type"] == "urn:coord:problem:not-permitted", doc
+    finally:
+        write_policy(workers.paths.policy, original)
+    for _ in range(100):
+        if await statuses() == (202, 202):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("a worker kept the withdrawn right's policy")
