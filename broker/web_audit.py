@@ -139,6 +139,7 @@ def parse_tail_query(q: Any) -> TailFilter:
 
 class AuditApi:
     def __init__(self, *, policy: PolicySource, audit: AuditView, bus: Bus, instance: str) -> None:
+        self._proofs = asyncio.Semaphore(1)
         self.policy = policy
         self.audit = audit
         self.bus = bus
@@ -171,7 +172,11 @@ class AuditApi:
                 "invalid", "index=N is required", errors=[{"path": "index", "message": "an integer"}]
             ) from None
         try:
-            cp, note, path = self.audit.proof(index)
+            # O(tree size) hashing (the proof is recomputed from the leaves): off the event loop, so
+            # intake goes on while it runs, and one at a time per process, so operators cannot make
+            # the gateway spend more than one thread on proofs
+            async with self._proofs:
+                cp, note, path = await asyncio.to_thread(self.audit.proof, index)
         except IndexError:
             raise Problem("not-found", "no record with that index under the latest checkpoint") from None
         except AuditFilesError as exc:
