@@ -29,6 +29,7 @@ __all__ = [
     "HASH_SIZE",
     "CompactRange",
     "ProofError",
+    "SubtreeCache",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -157,11 +158,77 @@ def _split(n: int) -> int:
 _RANGE_CHUNK = 65_536
 
 
-def _subtree_root(leaf_hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
+def _hash_range(leaf_hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
     tree = CompactRange()
     for start in range(lo, hi, _RANGE_CHUNK):
         tree.extend(leaf_hashes[start : min(start + _RANGE_CHUNK, hi)])
     return tree.root()
+
+
+class SubtreeCache:
+    """Roots of the complete, aligned subtrees of `2**base` leaves and larger, of one append-only
+    list of leaves, computed once and kept (32 bytes per `2**base` leaves, times two for the levels
+    above: 1.75 MB for 7M leaves at base 8).
+
+    With it, the root of any range that RFC 9162's recursion asks for costs at most a few
+    `2**base`-leaf reads and one hash per level, instead of hashing the whole range, so an inclusion
+    proof over millions of records costs milliseconds, not seconds. `extend(leaves, size)` catches
+    up with the leaves (only the new ones are read); a cache is for one list of leaves: build a new
+    one if the leaves could have changed (`reset`)."""
+
+    def __init__(self, base: int = 8) -> None:
+        if base < 1:
+            raise ValueError("base must be at least 1")
+        self.base = base
+        self.levels: list[list[bytes]] = [[]]
+
+    @property
+    def covered(self) -> int:
+        """How many leaves the cache holds roots for (a multiple of `2**base`)."""
+        return len(self.levels[0]) << self.base
+
+    def reset(self) -> None:
+        self.levels = [[]]
+
+    def extend(self, leaf_hashes: Sequence[bytes], size: int) -> None:
+        chunk = 1 << self.base
+        while self.covered + chunk <= size:
+            lo = self.covered
+            self._push(0, _hash_range(leaf_hashes, lo, lo + chunk))
+
+    def _push(self, level: int, h: bytes) -> None:
+        while True:
+            if len(self.levels) == level:
+                self.levels.append([])
+            nodes = self.levels[level]
+            nodes.append(h)
+            if len(nodes) % 2:
+                return
+            h, level = node_hash(nodes[-2], nodes[-1]), level + 1
+
+    def get(self, lo: int, hi: int) -> bytes | None:
+        """The root of [lo, hi) if it is a complete aligned subtree the cache holds, else None."""
+        n = hi - lo
+        if n < (1 << self.base) or n & (n - 1) or lo % n:
+            return None
+        level, k = n.bit_length() - 1 - self.base, lo // n
+        if level < len(self.levels) and k < len(self.levels[level]):
+            return self.levels[level][k]
+        return None
+
+
+def _subtree_root(leaf_hashes: Sequence[bytes], lo: int, hi: int, cache: SubtreeCache | None = None) -> bytes:
+    if cache is None or hi - lo <= (1 << cache.base):
+        return _hash_range(leaf_hashes, lo, hi)
+    cached = cache.get(lo, hi)
+    if cached is not None:
+        return cached
+    # MTH(D[lo:hi]) = HASH(0x01 || MTH(D[lo:lo+k]) || MTH(D[lo+k:hi])), k the largest power of two
+    # below hi - lo (RFC 9162 §2.1.1); the left part is complete and aligned, so usually cached
+    k = _split(hi - lo)
+    return node_hash(
+        _subtree_root(leaf_hashes, lo, lo + k, cache), _subtree_root(leaf_hashes, lo + k, hi, cache)
+    )
 
 
 def _check_size(leaf_hashes: Sequence[bytes], size: int) -> None:
@@ -169,9 +236,14 @@ def _check_size(leaf_hashes: Sequence[bytes], size: int) -> None:
         raise ValueError(f"tree size {size} exceeds the {len(leaf_hashes)} leaf hashes given")
 
 
-def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
-    """Return the inclusion proof of leaf ``index`` in the tree of size ``size`` (RFC 9162 §2.1.3.1)."""
+def inclusion_proof(
+    leaf_hashes: Sequence[bytes], index: int, size: int, cache: SubtreeCache | None = None
+) -> list[bytes]:
+    """Return the inclusion proof of leaf ``index`` in the tree of size ``size`` (RFC 9162 §2.1.3.1).
+    With a `cache` (of these leaves), it is brought up to `size` first and used for the subtrees."""
     _check_size(leaf_hashes, size)
+    if cache is not None:
+        cache.extend(leaf_hashes, size)
     if not 0 <= index < size:
         raise ValueError(f"leaf index {index} is outside a tree of size {size}")
     proof: list[bytes] = []
@@ -179,10 +251,10 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list
     while hi - lo > 1:
         k = _split(hi - lo)
         if index < lo + k:
-            proof.append(_subtree_root(leaf_hashes, lo + k, hi))
+            proof.append(_subtree_root(leaf_hashes, lo + k, hi, cache))
             hi = lo + k
         else:
-            proof.append(_subtree_root(leaf_hashes, lo, lo + k))
+            proof.append(_subtree_root(leaf_hashes, lo, lo + k, cache))
             lo += k
     proof.reverse()
     return proof

@@ -51,7 +51,7 @@ from broker.audit.leaves import (
     remove_note,
     write_note,
 )
-from broker.audit.merkle import CompactRange, leaf_hash
+from broker.audit.merkle import CompactRange, SubtreeCache, leaf_hash
 from broker.audit.note import Checkpoint, NoteError, sign_checkpoint, verify_checkpoint
 from broker.audit.records import RECORD_ENCODER, AuditEvent, make_record
 from broker.audit.remote import EVENT_DECODER, INBOX_DURABLE
@@ -203,6 +203,7 @@ class AuditWriter:
         self._interval = checkpoint_interval_s
         self.tree = CompactRange()
         self.leaves: LeafStore = LeafHashes()  # a LeafFile once recovered, when `files` is given
+        self._proof_cache = SubtreeCache()  # subtree roots of `leaves`, for fast proofs
         self._recent: OrderedDict[bytes, int] = OrderedDict()  # repeat key -> index
         self.checkpoint_note: str | None = None
         self.checkpoint: Checkpoint | None = None
@@ -264,7 +265,7 @@ class AuditWriter:
         cp, note = self.checkpoint, self.checkpoint_note
         if cp is None or note is None or not 0 <= index < cp.size:
             raise IndexError(index)
-        return cp, note, checked_proof(self.leaves, index, cp)
+        return cp, note, checked_proof(self.leaves, index, cp, self._proof_cache)
 
     def leaf(self, index: int) -> bytes:
         """The leaf hash of record `index` (IndexError if there is no such record yet)."""
@@ -334,6 +335,7 @@ class AuditWriter:
             leaves.close()
             raise
         old, self.leaves = self.leaves, leaves
+        self._proof_cache = SubtreeCache()
         old.close()
         self.tree, self.checkpoint_note, self.checkpoint = tree, note, cp
         self._publish_note(note)
