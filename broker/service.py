@@ -15,7 +15,7 @@ stops everything it started, in reverse order, and nothing else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ from broker.cluster import NatsCluster
 from broker.dispatcher import Dispatcher
 from broker.errors import BusUnavailable
 from broker.metrics import Registry
+from broker.metrics_share import MetricsShare
 from broker.nats_auth import (
     NatsPolicyFollower,
     admin_access,
@@ -266,6 +267,8 @@ class System:
         )
 
         if o.gateway_workers > 0:
+            # the core serves no HTTP: its metrics reach /metrics through the gateway processes
+            await st.enter_async_context(MetricsShare(self.metrics, self._metrics_dir, "core"))
             workers = await st.enter_async_context(
                 GatewayWorkers(
                     WorkerSettings(
@@ -286,7 +289,7 @@ class System:
             )
             return
         await self._serve_gateway(
-            await self._bus("coord-gateway"), self.writer, self.writer, reuse_port=False
+            await self._bus("coord-gateway"), self.writer, self.writer, reuse_port=False, render_metrics=None
         )
 
     async def _start_worker(self) -> None:
@@ -300,10 +303,23 @@ class System:
             origin=f"coord-broker/{name}",
         )
         view = RemoteAuditView(snapshot, sink, audit_subject(name))
-        await self._serve_gateway(gw_bus, sink, view, reuse_port=True)
+        share = await self._stack.enter_async_context(
+            MetricsShare(self.metrics, self._metrics_dir, f"gateway-{self.options.worker_index}")
+        )
+        await self._serve_gateway(gw_bus, sink, view, reuse_port=True, render_metrics=share.render_all)
+
+    @property
+    def _metrics_dir(self) -> Path:
+        return self.paths.root / "run" / "metrics"
 
     async def _serve_gateway(
-        self, gw_bus: Bus, sink: AuditSink, view: AuditView, *, reuse_port: bool
+        self,
+        gw_bus: Bus,
+        sink: AuditSink,
+        view: AuditView,
+        *,
+        reuse_port: bool,
+        render_metrics: Callable[[], str] | None,
     ) -> None:
         o, paths, st = self.options, self.paths, self._stack
         policy = self.holder.current
@@ -318,6 +334,7 @@ class System:
             instance=policy.name,
             limiter=limiter,
             worker=o.worker_index if o.gateway_worker else None,
+            render_metrics=render_metrics,
         )
         reader_bus = await self._bus("coord-reader")
         audit_api = AuditApi(policy=self.holder, audit=view, bus=reader_bus, instance=policy.name)

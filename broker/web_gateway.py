@@ -89,6 +89,7 @@ class Gateway:
         instance: str,
         limiter: Limiter | None = None,
         worker: int | None = None,
+        render_metrics: Callable[[], str] | None = None,
     ) -> None:
         self.policy = policy
         self.worker = worker  # which of several gateway processes this is (None: the only one)
@@ -107,6 +108,8 @@ class Gateway:
         )
         self.m_latency = metrics.histogram("coord_http_request_seconds", "request latency")
         self.metrics = metrics
+        # several processes: every process's metrics, merged (broker/metrics_share.py)
+        self.render_metrics = render_metrics if render_metrics is not None else metrics.render
         docs = all_schemas()
         self.schemas = {name: _ENC.encode(doc) for name, doc in docs.items()}
         self.schema_index_body = _ENC.encode(docs)  # encoded once, served as is
@@ -256,7 +259,7 @@ class Gateway:
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=self.metrics.render(),
+            text=self.render_metrics(),
             content_type="text/plain",
             charset="utf-8",
             headers={"X-Prometheus-Format": "0.0.4"},

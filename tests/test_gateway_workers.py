@@ -289,3 +289,27 @@ async def test_a_policy_change_applies_in_every_worker(
             return
         await asyncio.sleep(0.1)
     raise AssertionError("a worker kept the withdrawn right's policy")
+
+
+async def test_metrics_on_either_worker_cover_every_process(
+    workers: System, conns: list[aiohttp.ClientSession]
+) -> None:
+    """A scrape lands on one worker, and the core serves no HTTP: /metrics still shows every
+    process, labelled, with what another worker just accepted."""
+    b = await connect(workers, "nsatu-liaison", 1, conns)
+    status, _, doc = await b.post(sealed(workers, message()))
+    assert status == 202, doc
+    a = await connect(workers, "nsatu-liaison", 0, conns)
+    text = ""
+    for _ in range(50):
+        async with a.session.get(a.url + "/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        if 'coord_messages_accepted_total{process="gateway-1"}' in text:
+            break
+        await asyncio.sleep(0.1)
+    assert 'coord_messages_accepted_total{process="gateway-1"}' in text, text[:2000]
+    assert 'coord_audit_tree_size{process="core"}' in text
+    assert 'process="gateway-0"' in text
+    types = [line for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types))
