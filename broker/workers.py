@@ -11,9 +11,9 @@ included) with its own NATS connection; what must be one across workers is share
 - audit events go to the one writer through `COORD_AUDIT_IN` (`RemoteAuditSink`), and checkpoints
   and proofs are read from the files the writer keeps (`broker.audit.snapshot`).
 
-`GatewayWorkers` starts them, waits until each says it is ready, restarts one that dies (with a
-back-off, logged), and on exit stops them with SIGTERM, then SIGKILL after a grace period. It only
-ever signals the processes it started, by their handle.
+`GatewayWorkers` starts them, waits until each says it is ready, restarts one that dies (after a
+back-off that doubles, up to 30 s, while it keeps dying), and on exit stops them with SIGTERM, then
+SIGKILL after a grace period. It only ever signals the processes it started, by their handle.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +35,9 @@ from broker.aio import stop_task
 from broker.errors import BrokerError
 
 log = structlog.get_logger(__name__)
+
+#: a worker up this long before it exited was not crash-looping: its restart back-off starts again
+STABLE_AFTER_S = 30.0
 
 
 class WorkerStartError(BrokerError):
@@ -57,8 +61,7 @@ class _Worker:
     index: int
     proc: asyncio.subprocess.Process
     drain: asyncio.Task[None] | None = None
-    starts: int = 1
-    stopping: bool = field(default=False)
+    started: float = field(default_factory=time.monotonic)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -180,18 +183,20 @@ class GatewayWorkers:
                 f.cancel()
             for f in done:
                 w = waits[f]
-                delay = delays.get(w.index, 0.5)
+                # the back-off starts again only for a worker that had stayed up: a crash loop backs off
+                up_s = time.monotonic() - w.started
+                delay = 0.5 if up_s > STABLE_AFTER_S else delays.get(w.index, 0.5)
                 log.error(
                     "workers.exited",
                     index=w.index,
                     pid=w.proc.pid,
                     code=w.proc.returncode,
+                    up_s=round(up_s, 1),
                     restart_in_s=delay,
                 )
                 await asyncio.sleep(delay)
                 delays[w.index] = min(delay * 2, 30.0)
                 fresh = await self._spawn(w.index)
-                fresh.starts = w.starts + 1
                 self.workers[self.workers.index(w)] = fresh
                 self.restarts += 1
                 try:
@@ -201,7 +206,6 @@ class GatewayWorkers:
                     with contextlib.suppress(ProcessLookupError):
                         fresh.proc.kill()  # hung or dead: the next round of the loop restarts it
                     continue
-                delays[w.index] = 0.5
                 log.info("workers.restarted", index=w.index, pid=fresh.proc.pid)
 
     async def _stop_all(self) -> None:
