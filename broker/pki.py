@@ -352,6 +352,15 @@ def _existing_or_new_tls_key(path: Path) -> tuple[TLSKey, bool]:
     return ec.generate_private_key(ec.SECP256R1()), True
 
 
+
+def _loopback_san() -> list[x509.GeneralName]:
+    """What the dev server and route certificates name: this host's loopback, by name and address."""
+    return [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+
 def ensure_server_cert(paths: StatePaths, *, days: int = SERVER_DAYS) -> bool:
     """Make `pki/server.crt`/`server.key` (CN and SAN localhost, SAN 127.0.0.1 and ::1) unless a sound
     pair issued by the CA is there. An existing key is kept; True if it wrote a certificate."""
@@ -364,11 +373,7 @@ def ensure_server_cert(paths: StatePaths, *, days: int = SERVER_DAYS) -> bool:
     ca = load_ca(paths)
     key, fresh = _existing_or_new_tls_key(paths.server_key)
     now = utcnow()
-    san: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
+    san = _loopback_san()
     cert = _leaf(
         "localhost", key.public_key(), ca, now - _BACKDATE, now + timedelta(days=days),
         ExtendedKeyUsageOID.SERVER_AUTH, san,
@@ -424,11 +429,7 @@ def ensure_route_cert(
     ca = load_ca(paths, ca_crt_path=ca_crt_path, ca_key_path=ca_key_path)
     key, fresh = _existing_or_new_tls_key(key_path)
     now = utcnow()
-    san: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
+    san = _loopback_san()
     cert = _leaf(
         ROUTE_CN, key.public_key(), ca, now - _BACKDATE, now + timedelta(days=days),
         ExtendedKeyUsageOID.SERVER_AUTH, san, also=(ExtendedKeyUsageOID.CLIENT_AUTH,),

@@ -96,8 +96,13 @@ class Split:
         await self.nats.start()
 
 
+def _cli(paths: StatePaths, *args: str) -> list[str]:
+    """`broker --state <root> ARGS...` with this interpreter."""
+    return [sys.executable, "-m", "broker.cli", "--state", str(paths.root), *args]
+
+
 def _broker(paths: StatePaths, *args: str) -> list[str]:
-    return [sys.executable, "-m", "broker.cli", "--state", str(paths.root), "run", *args]
+    return _cli(paths, "run", *args)
 
 
 @contextlib.asynccontextmanager
@@ -190,36 +195,14 @@ async def _stop_nats(split: Split) -> None:
 
 
 async def audit_export(paths: StatePaths, nats_url: str, out: Path) -> list[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "broker.cli",
-        "--state",
-        str(paths.root),
-        "audit",
-        "export",
-        "--nats-url",
-        nats_url,
-        "--out",
-        str(out),
-    ]
+    cmd = _cli(paths, "audit", "export", "--nats-url", nats_url, "--out", str(out))
     done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return out.read_bytes().splitlines()
 
 
 async def audit_verifies(paths: StatePaths, nats_url: str) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "broker.cli",
-        "--state",
-        str(paths.root),
-        "audit",
-        "verify",
-        "--nats-url",
-        nats_url,
-    ]
+    cmd = _cli(paths, "audit", "verify", "--nats-url", nats_url)
     return await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=120)
 
 
