@@ -90,10 +90,6 @@ def _is_caveat(c: str) -> bool:
     )
 
 
-def rank(classification: str) -> int:
-    return RANK[classification]
-
-
 def display_marking(policy: str, classification: str) -> str:
     """The display marking of ICD §2 (e.g. `NATO SECRET`, `RESTREINT UE/EU RESTRICTED`)."""
     return _MARKINGS[policy][RANK[classification]]

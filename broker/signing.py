@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import nacl.bindings
 import nacl.exceptions
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.errors import SignatureError
 
@@ -56,24 +56,19 @@ def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-@lru_cache(maxsize=4096)
-def public_key(raw: bytes) -> Ed25519PublicKey:
-    """The key object for 32 raw bytes, cached: loading is not free on the hot path."""
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
 # Verification is libsodium's (PyNaCl): measured about 2x faster than `cryptography`'s here, and
 # stricter (it refuses non-canonical encodings and small-order points). Successful verifications are
-# remembered by the exact (key, signature, message) bytes: one process verifies the same originator
+# remembered by (key, signature, SHA-256 of the message): one process verifies the same originator
 # signature at intake, in the dispatcher (integrity at rest) and in each adapter, and a check of
 # identical bytes can only give the same answer. Different bytes (a corrupted stored copy, another
-# key) never match an entry, so every check still sees its own bytes verified.
+# key) never match an entry, so every check still sees its own bytes verified. The digest, not the
+# message, is kept: 4096 messages of up to 256 KiB each would hold most of a GiB.
 _VERIFIED_MAX = 4096
 _verified: dict[tuple[bytes, bytes, bytes], None] = {}
 
 
 def verify_raw(raw_public_key: bytes, signature: bytes, message: bytes) -> bool:
-    entry = (raw_public_key, signature, message)
+    entry = (raw_public_key, signature, hashlib.sha256(message).digest())
     if entry in _verified:
         return True
     if len(raw_public_key) != 32 or len(signature) != 64:

@@ -205,8 +205,9 @@ class AuditWriter:
         self.leaves: LeafStore = LeafHashes()  # a LeafFile once recovered, when `files` is given
         self._proof_cache = SubtreeCache()  # subtree roots of `leaves`, for fast proofs
         self._recent: OrderedDict[bytes, int] = OrderedDict()  # repeat key -> index
-        self.checkpoint_note: str | None = None
-        self.checkpoint: Checkpoint | None = None
+        # the latest signed checkpoint and its note, replaced together as one tuple: a proof computed
+        # in another thread (the operators' API) reads both at once and never a mix of two
+        self.head: tuple[Checkpoint, str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_cp_time = time.monotonic()
         self.ready = asyncio.Event()
@@ -256,15 +257,24 @@ class AuditWriter:
             raise BusUnavailable(f"audit log not recovered within {timeout:.0f} s")
 
     @property
+    def checkpoint(self) -> Checkpoint | None:
+        return self.head[0] if self.head is not None else None
+
+    @property
+    def checkpoint_note(self) -> str | None:
+        return self.head[1] if self.head is not None else None
+
+    @property
     def depth(self) -> int:
         return self._queue.qsize()
 
     def proof(self, index: int) -> tuple[Checkpoint, str, list[bytes]]:
         """Inclusion proof of record `index` against the latest signed checkpoint, verified against
         its root; IndexError outside it, `AuditFilesError` if the leaf file is damaged."""
-        cp, note = self.checkpoint, self.checkpoint_note
-        if cp is None or note is None or not 0 <= index < cp.size:
+        head = self.head  # one read: checkpoint and note of the same signing
+        if head is None or not 0 <= index < head[0].size:
             raise IndexError(index)
+        cp, note = head
         return cp, note, checked_proof(self.leaves, index, cp, self._proof_cache)
 
     def leaf(self, index: int) -> bytes:
@@ -337,7 +347,7 @@ class AuditWriter:
         old, self.leaves = self.leaves, leaves
         self._proof_cache = SubtreeCache()
         old.close()
-        self.tree, self.checkpoint_note, self.checkpoint = tree, note, cp
+        self.tree, self.head = tree, (cp, note) if cp is not None and note is not None else None
         self._publish_note(note)
         log.info("audit.recovered", size=tree.size, checkpoint=cp.size if cp else None)
 
@@ -474,8 +484,8 @@ class AuditWriter:
             self.m_records.inc(p.ev.event)
             if not p.done.done():
                 p.done.set_result(first + i)
-        if cp is not None:
-            self.checkpoint, self.checkpoint_note = cp, note
+        if cp is not None and note is not None:
+            self.head = (cp, note)
             self._last_cp_time = time.monotonic()
             self._publish_note(note)
 
