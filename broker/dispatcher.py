@@ -166,28 +166,15 @@ class Dispatcher:
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
         """Publish every release of the batch in order, then audit, then ack (at-least-once with
-        dedupe ids: a failure anywhere leaves the batch unacked for redelivery)."""
+        dedupe ids: a crash anywhere leaves the batch unacked for redelivery)."""
         policy = self.policy.current
-        js = self.bus.js
-        acks: list[Awaitable[Any]] = []
+        pubs: list[tuple[str, bytes, str, dict[str, str]]] = []
         events: list[AuditEvent] = []
         for m in msgs:
-            pubs, evs = self._decide_one(policy, m)
-            for subject, data, msg_id, headers in pubs:
-                with translate_errors("release publish"):
-                    acks.append(await js.publish_async(subject, data, headers={MSG_ID: msg_id, **headers}))
+            p, evs = self._decide_one(policy, m)
+            pubs += p
             events += evs
-        try:
-            # a publish_async ack lost with a dying server never resolves: bound the wait, and let
-            # the batch come back (same Nats-Msg-Ids, so what did land dedupes)
-            async with asyncio.timeout(RELEASE_ACK_TIMEOUT_S):
-                with translate_errors("release acks"):
-                    await asyncio.gather(*acks)
-        except (TimeoutError, BusUnavailable) as exc:
-            for m in msgs:
-                with contextlib.suppress(Exception):
-                    await m.nak(delay=1.0)
-            raise BusUnavailable(f"releases not acknowledged: {type(exc).__name__}: {exc}") from None
+        await self._release(msgs, pubs)
         durable = [await self.audit.record(ev) for ev in events]
         await asyncio.gather(*durable)
         # Every release and audit record of the batch is durable: the acks go out pipelined (each
@@ -195,6 +182,37 @@ class Dispatcher:
         with translate_errors("ack accepted"):
             await asyncio.gather(*(m.ack_sync() for m in msgs))
         self.processed += len(msgs)
+
+    async def _release(self, msgs: list[Msg], pubs: list[tuple[str, bytes, str, dict[str, str]]]) -> None:
+        """Publish the releases until JetStream has every one. A failure is retried here, with the same
+        Nats-Msg-Ids (what did land dedupes), while the batch is kept in progress, rather than left for
+        a redelivery: later accepted messages, fetched meanwhile, would overtake it and break each
+        organisation's order. Only cancellation (a stopping dispatcher) ends the wait."""
+        delay = 0.5
+        while True:
+            try:
+                acks: list[Awaitable[Any]] = []
+                for subject, data, msg_id, headers in pubs:
+                    with translate_errors("release publish"):
+                        acks.append(
+                            await self.bus.js.publish_async(
+                                subject, data, headers={MSG_ID: msg_id, **headers}
+                            )
+                        )
+                # a publish_async ack lost with a dying server never resolves: bound the wait
+                async with asyncio.timeout(RELEASE_ACK_TIMEOUT_S):
+                    with translate_errors("release acks"):
+                        await asyncio.gather(*acks)
+                return
+            except (TimeoutError, BusUnavailable) as exc:
+                log.warning(
+                    "dispatcher.release_retry", messages=len(msgs), error=f"{type(exc).__name__}: {exc}"
+                )
+            for m in msgs:
+                with contextlib.suppress(Exception):
+                    await m.in_progress()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _decide_one(
         self, policy: Policy, m: Msg

@@ -55,6 +55,7 @@ class Item:
 class LoadReport:
     sent: int = 0
     acknowledged: dict[str, frozenset[str]] = field(default_factory=dict)  # id -> orgs expected to receive it
+    seq: dict[str, int] = field(default_factory=dict)  # id -> its sequence in COORD_ACCEPTED
     retries: int = 0
     ack_times: list[float] = field(default_factory=list)  # monotonic time of every first answer
     unanswered: int = 0  # gave up at the deadline without an answer
@@ -147,6 +148,7 @@ class LoadGenerator:
                 reply = None
             if reply is not None and reply.status in (200, 202):
                 self.report.acknowledged[item.id] = item.expected
+                self.report.seq[item.id] = int(reply.doc["seq"])
                 self.report.ack_times.append(time.monotonic())
                 return
             if reply is not None and 400 <= reply.status < 500 and reply.status != 429:
@@ -181,17 +183,18 @@ class CheckResult:
     unexpected: list[tuple[str, str]]
     duplicated: list[tuple[str, str]]
     misdelivered: list[tuple[str, str]]
+    misordered: list[tuple[str, str]]  # (org, id) delivered after a message accepted later
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.unexpected or self.duplicated or self.misdelivered)
+        return not (self.lost or self.unexpected or self.duplicated or self.misdelivered or self.misordered)
 
     def row(self) -> str:
         per = ", ".join(f"{o} {n}" for o, n in sorted(self.delivered.items()))
         return (
             f"sent {self.sent}, acknowledged {self.acknowledged}, delivered {per}; lost {len(self.lost)}, "
             f"unexpected {len(self.unexpected)}, duplicated {len(self.duplicated)}, "
-            f"misdelivered {len(self.misdelivered)}"
+            f"misdelivered {len(self.misdelivered)}, misordered {len(self.misordered)}"
         )
 
 
@@ -233,7 +236,25 @@ def check(
         unexpected,
         duplicated,
         misdelivered,
+        misordered(got, report.seq),
     )
+
+
+def misordered(got: Mapping[str, Sequence[str]], seq: Mapping[str, int]) -> list[tuple[str, str]]:
+    """Each organisation must get its messages in the order the broker accepted them (stream
+    sequence): every first arrival that comes after one accepted later is listed."""
+    out = []
+    for org, ids in got.items():
+        seen: set[str] = set()
+        highest = 0
+        for i in ids:
+            if i in seen or i not in seq:
+                continue  # a repeat or an unexpected id: counted above
+            seen.add(i)
+            if seq[i] < highest:
+                out.append((org, i))
+            highest = max(highest, seq[i])
+    return out
 
 
 async def wait_delivered(report: LoadReport, stubs: Mapping[str, StubNativeSystem], timeout: float) -> float:

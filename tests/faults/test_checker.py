@@ -9,7 +9,7 @@ from adapters.formats import DeliveredMessage, codec_for
 from adapters.stub import Document
 from broker.client import uuid7
 from schemas.label import Label
-from tests.faults.harness import LoadReport, check, longest_gap
+from tests.faults.harness import LoadReport, check, longest_gap, misordered
 
 LABEL = Label(
     policy="NATO", classification="RESTRICTED", releasable_to=["EUMAM", "NSATU", "UDCG"], caveats=[]
@@ -83,3 +83,10 @@ def test_audit_completeness_names_missing_and_doubled_records() -> None:
     assert c.missing == [f"released {b} NSATU", f"delivered {b} NSATU"]
     assert c.delivered_twice == [(a, "NSATU")]
     assert c.released_to_uncleared == [(b, "EUMAM")]
+
+
+def test_checker_names_what_arrived_after_a_later_accepted_message() -> None:
+    got = {"EUMAM": ["a", "c", "b", "b", "d"], "NSATU": ["a", "b", "c"]}
+    seq = {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert misordered(got, seq) == [("EUMAM", "b")]
+    assert misordered({"UDCG": ["x", "a"]}, seq) == []  # an unexpected id is not an order fault

@@ -1,7 +1,8 @@
 """Nothing acknowledged is ever lost, on a single secured nats-server, with each part of the system
 in its own process: kill -9 NATS, the core (gateway + audit writer), the dispatcher or an adapter
 mid-load and restart it, or stop a native system for 30 s. For each: lost = unexpected = duplicated
-= misdelivered = 0, and the audit log verifies."""
+= misdelivered = 0, each organisation gets its messages in accepted order, and the audit log
+verifies."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ async def scenario(
             "unexpected": len(result.unexpected),
             "duplicated": len(result.duplicated),
             "misdelivered": len(result.misdelivered),
+            "misordered": len(result.misordered),
             "retries": report.retries,
             "unanswered": report.unanswered,
             "longest_intake_stall_s": round(longest_gap(report.ack_times, t_fault), 2),
@@ -95,6 +97,7 @@ async def scenario(
             result.unexpected[:5],
             result.duplicated[:5],
             result.misdelivered[:5],
+            result.misordered[:5],
         )
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert not complete.missing, complete.missing[:5]
