@@ -110,25 +110,38 @@ class TailFilter(msgspec.Struct, frozen=True):
         return not (self.originator is not None and rec.originator != self.originator)
 
 
+def record_index(text: str) -> int:
+    """A record index in a query: ASCII digits only (`int` would also take "٣", "+3", " 3", "1_0")."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(text)
+    return int(text)
+
+
+def _since_time(text: str) -> str:
+    """An RFC 3339 time with `Z` or an explicit offset, as the log's `time` (UTC); ValueError else."""
+    if text.endswith("Z"):
+        return rfc3339(parse_created(text))
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:  # a bare local time would be read in this host's zone
+        raise ValueError(text)
+    return rfc3339(when)
+
+
 def parse_tail_query(q: Any) -> TailFilter:
     since = q.get("since")
     idx, when = 0, None
     if since:
-        if since.isdigit():
-            idx = int(since)
-        else:
-            try:
-                when = (
-                    rfc3339(parse_created(since))
-                    if since.endswith("Z")
-                    else rfc3339(datetime.fromisoformat(since))
-                )
-            except ValueError:
-                raise Problem(
-                    "invalid",
-                    "since must be a record index or an RFC 3339 time",
-                    errors=[{"path": "since", "message": "not an index or RFC 3339 time"}],
-                ) from None
+        try:
+            if since.isascii() and since.isdigit():
+                idx = record_index(since)
+            else:
+                when = _since_time(since)
+        except ValueError:
+            raise Problem(
+                "invalid",
+                "since must be a record index or an RFC 3339 time",
+                errors=[{"path": "since", "message": "not an index or RFC 3339 time"}],
+            ) from None
     follow = q.get("follow", "false")
     if follow not in ("true", "false"):
         raise Problem(
@@ -166,10 +179,10 @@ class AuditApi:
     async def proof(self, request: web.Request) -> web.Response:
         require_operator(request, self.policy.current)
         try:
-            index = int(request.query["index"])
+            index = record_index(request.query["index"])
         except (KeyError, ValueError):
             raise Problem(
-                "invalid", "index=N is required", errors=[{"path": "index", "message": "an integer"}]
+                "invalid", "index=N is required", errors=[{"path": "index", "message": "digits only"}]
             ) from None
         try:
             # O(tree size) hashing (the proof is recomputed from the leaves): off the event loop, so

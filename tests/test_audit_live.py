@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.audit.merkle import leaf_hash, verify_inclusion
@@ -272,3 +273,35 @@ async def test_a_repeated_decision_is_recorded_once(tmp_path: Path) -> None:
             await asyncio.wait_for(w2.ready.wait(), 30)
             assert await (await w2.record(ev("delivered", "NSATU"))) == first
             assert w2.tree.size == 6
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/v1/audit/proof",
+        "/v1/audit/proof?index=",
+        "/v1/audit/proof?index=abc",
+        "/v1/audit/proof?index=-1",
+        "/v1/audit/proof?index=1.5",
+        "/v1/audit/proof?index=+3",
+        "/v1/audit/proof?index=%D9%A3",  # Arabic-Indic three: int() would take it
+        "/v1/tail?since=%C2%B2",  # superscript two: isdigit() but not int()-able (was a 500)
+        "/v1/tail?since=%D9%A3",
+        "/v1/tail?since=2024-01-01",  # no offset: would be read in this host's zone
+        "/v1/tail?since=2024-01-01T00:00:00",
+        "/v1/tail?since=yesterday",
+        "/v1/tail?follow=maybe",
+    ],
+)
+async def test_operators_api_refuses_malformed_queries(client_for: ClientFactory, query: str) -> None:
+    op = await client_for("duty-officer")
+    r = await op.request("GET", query)
+    assert r.status == 422, (query, r.status, r.body)
+    assert r.body["type"] == "urn:coord:problem:invalid"
+
+
+async def test_tail_since_accepts_an_offset_time(client_for: ClientFactory) -> None:
+    op = await client_for("duty-officer")
+    for since in ("2024-01-01T00:00:00Z", "2024-01-01T02:00:00%2B02:00", "0"):
+        status, _, _ = await _sse(op, f"since={since}")
+        assert status == 200, since
