@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -176,15 +177,24 @@ class Gateway:
         rate = own if own is not None else policy.rate_per_s
         wait = self.limiter.take(client, n, rate, policy.rate_burst)
         if wait > 0:
-            retry = max(1, int(wait + 0.999)) if wait != float("inf") else 60
+            retry = max(1, math.ceil(wait)) if wait != float("inf") else 60
             raise Problem("rate-limited", f"at most {rate:g} messages/s per sender", retry_after=retry)
 
-    async def _rejected_request(self, client: str, p: Problem) -> None:
+    async def _rejected_request(self, client: str | None, p: Problem) -> None:
         """Audit a request refused before any envelope in it was judged (ICD §6: every rejection)."""
         self.m_rejected.inc(p.name)
         await self.audit.record(
             AuditEvent(event="rejected", time=rfc3339(utcnow()), actor=client, reason=p.name)
         )
+
+    async def _identified(self, request: web.Request) -> str:
+        """The client's id from its certificate; a certificate without exactly one CN is refused, and
+        that refusal audited like any other (with no actor: there is none to name)."""
+        try:
+            return client_identity(request)
+        except Problem as p:
+            await self._rejected_request(None, p)
+            raise
 
     async def _rate_checked(self, client: str, policy: Policy, n: int) -> None:
         try:
@@ -196,7 +206,7 @@ class Gateway:
     # -- HTTP ---------------------------------------------------------------------------------
 
     async def post_message(self, request: web.Request) -> web.Response:
-        client = client_identity(request)
+        client = await self._identified(request)
         policy = self.policy.current
         try:
             require_media_type(request, "application/json")
@@ -211,7 +221,7 @@ class Gateway:
         return web.Response(status=out.status, body=_ENC.encode(out.body), content_type="application/json")
 
     async def post_batch(self, request: web.Request) -> web.Response:
-        client = client_identity(request)
+        client = await self._identified(request)
         policy = self.policy.current
         try:
             require_media_type(request, "application/x-ndjson")

@@ -8,15 +8,23 @@ first reads) are tried. A good certificate is the positive control, under the sa
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from broker.audit.writer import read_log, split_lines
+from broker.bus import Bus
 from broker.clock import utcnow
-from broker.pki import init_ca, issue_client_cert
+from broker.pki import init_ca, issue_client_cert, load_ca
 from broker.service import System
 from broker.state import StatePaths
 from broker.tls import client_context
@@ -137,3 +145,60 @@ async def test_fresh_certificate_from_the_right_ca_is_served(
     issue_client_cert(out, "nsatu-liaison", ca_crt_path=state.ca_crt, ca_key_path=state.ca_key)
     ctx = client_context(state.ca_crt, out.tls_crt("nsatu-liaison"), out.tls_key("nsatu-liaison"))
     assert await get_healthz(system.gateway_url, ctx) == 200
+
+
+async def test_a_certificate_without_exactly_one_cn_is_refused_and_audited(
+    system: System, state: StatePaths, tmp_path: Path, bus: Bus
+) -> None:
+    """Issued by the right CA, but naming two subjects: the gateway cannot tell who it is, answers 403
+    `forbidden` and audits the refusal (ICD §6: every rejection), with no actor to name."""
+    ca_cert, ca_key = load_ca(state)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = utcnow()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "nsatu-liaison"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "eumam-liaison"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    crt, key_file = tmp_path / "two.crt", tmp_path / "two.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_file.chmod(0o600)
+    before = system.writer.tree.size
+    assert await post_message(system.gateway_url, client_context(state.ca_crt, crt, key_file)) == 403
+
+    async def refusals() -> list[dict[str, object]]:
+        lines = [
+            line
+            for _, data in await read_log(bus, instance=system.holder.current.name)
+            for line in split_lines(data)
+        ]
+        recs = [json.loads(line) for line in lines]
+        return [
+            r
+            for r in recs
+            if r.get("type") == "record" and r["index"] >= before and r.get("reason") == "forbidden"
+        ]
+
+    for _ in range(100):
+        found = await refusals()
+        if found:
+            break
+        await asyncio.sleep(0.1)
+    assert len(found) == 1 and found[0]["event"] == "rejected" and found[0].get("actor") is None, found
