@@ -48,6 +48,18 @@ class BrokerError(Exception):
     """Root of every error the broker raises on purpose."""
 
 
+#: at most this many entries in a problem's `errors`: a hostile message can make one per element
+#: (25,000 unknown organisations in `releasable_to` gave a 2 MB answer to a 256 KiB request)
+MAX_ERRORS = 20
+
+
+def _capped(errors: list[dict[str, str]]) -> list[dict[str, str]]:
+    if len(errors) <= MAX_ERRORS:
+        return errors
+    more = len(errors) - MAX_ERRORS
+    return [*errors[:MAX_ERRORS], {"path": "$", "message": f"and {more} more errors, not listed"}]
+
+
 class Problem(BrokerError):
     """A refusal with an ICD problem type. `detail` says what to fix and never echoes content."""
 
@@ -83,7 +95,7 @@ class Problem(BrokerError):
             "detail": self.detail,
         }
         if self.errors is not None:
-            doc["errors"] = self.errors
+            doc["errors"] = _capped(self.errors)
         return doc
 
 

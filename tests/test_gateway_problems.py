@@ -29,6 +29,7 @@ from broker.audit.writer import read_log
 from broker.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus
 from broker.client import seal
 from broker.clock import rfc3339, utcnow
+from broker.errors import MAX_ERRORS
 from broker.pki import new_sender, revoke_key
 from broker.policy import Policy, load_policy, write_policy
 from broker.service import System
@@ -595,6 +596,17 @@ async def test_label_context_rules(
     msg = hostile_message(mark, label={**LABEL_NR, "releasable_to": releasable})
     doc = await liaison.check(seal_as(state, "nsatu-liaison", encode(msg)), 422, "invalid", [mark])
     assert path in [e["path"] for e in doc["errors"]]
+
+
+async def test_thousands_of_label_errors_are_capped(liaison: Rejection, state: StatePaths) -> None:
+    """One error per unknown organisation would let a 200 KiB message buy a 2 MB answer: the list
+    stops at MAX_ERRORS and says how many more there were."""
+    mark = marker()
+    orgs = sorted(f"Z{i:05d}" for i in range(20_000))
+    msg = hostile_message(mark, label={**LABEL_NR, "releasable_to": ["NSATU", *orgs]})
+    doc = await liaison.check(seal_as(state, "nsatu-liaison", encode(msg)), 422, "invalid", [mark])
+    assert len(doc["errors"]) == MAX_ERRORS + 1
+    assert doc["errors"][-1] == {"path": "$", "message": "and 19980 more errors, not listed"}
 
 
 @pytest.mark.parametrize(
