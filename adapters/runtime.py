@@ -46,7 +46,7 @@ from broker.bus import DELIVERY_STREAM, HDR_DIGEST, MSG_ID, Bus, pull_forever, t
 from broker.client import GatewayClient, build_message, seal_message
 from broker.clock import rfc3339, utcnow
 from broker.errors import MarkingError
-from broker.nats_auth import delivered_bucket
+from broker.nats_auth import adapter_durable, delivered_bucket
 from broker.web_gateway import PolicySource
 
 log = structlog.get_logger(__name__)
@@ -115,7 +115,7 @@ class Adapter:
 
     @property
     def durable(self) -> str:
-        return f"adapter-{self.org.lower()}"
+        return adapter_durable(self.org)
 
     async def __aenter__(self) -> Adapter:
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ DELIVERY_STREAM = "COORD_DELIVER"
 AUDIT_STREAM = "COORD_AUDIT"
 DEAD_STREAM = "COORD_DEAD"
 AUDIT_IN_STREAM = "COORD_AUDIT_IN"
+DISPATCH_DURABLE = "dispatcher"  # the dispatcher's durable consumer on COORD_ACCEPTED
 
 HDR_DIGEST = "Coord-Envelope-Sha256"
 HDR_SENDER = "Coord-Sender"

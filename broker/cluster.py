@@ -114,12 +114,6 @@ class ClusterNode:
         """SIGKILL by pid (no flush, no goodbye to the other nodes), and reap it."""
         self.server.kill()
 
-    def terminate(self) -> None:
-        """SIGTERM by pid; returns at once (`await stop()` to wait for the exit)."""
-        pid = self.server.pid
-        if pid is not None and self.server.proc is not None:
-            self.server.proc.terminate()
-
     async def stop(self, timeout: float = 10.0) -> None:
         await self.server.stop(timeout)
 

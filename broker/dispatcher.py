@@ -31,6 +31,7 @@ from broker.aio import stop_task
 from broker.audit.records import AuditEvent, AuditSink
 from broker.bus import (
     ACCEPTED_STREAM,
+    DISPATCH_DURABLE,
     HDR_DIGEST,
     HDR_ORG,
     HDR_RECEIVED,
@@ -52,7 +53,6 @@ from schemas.message import ENVELOPE_DECODER, MESSAGE_DECODER, Envelope, Message
 log = structlog.get_logger(__name__)
 _ENC = msgspec.json.Encoder()
 
-DISPATCH_DURABLE = "dispatcher"
 RELEASE_ACK_TIMEOUT_S = 10.0
 
 

@@ -62,8 +62,10 @@ from broker.bus import (
     AUDIT_STREAM,
     DEAD_STREAM,
     DELIVERY_STREAM,
+    DISPATCH_DURABLE,
     Bus,
     BusSettings,
+    translate_errors,
 )
 from broker.clock import utcnow
 from broker.cluster import AdminAccess
@@ -94,7 +96,6 @@ FIXED_SERVICES: tuple[str, ...] = (ADMIN, GATEWAY, DISPATCHER, AUDIT, READER)
 #: The only route user of a cluster: the subject of `pki/route.crt` (verify_and_map on the route port).
 ROUTE_USER = f"CN={ROUTE_CN}"
 
-DISPATCH_DURABLE = "dispatcher"  # = broker.dispatcher.DISPATCH_DURABLE (a test keeps them equal)
 CERT_DAYS = 365
 _BACKDATE = timedelta(minutes=5)
 
@@ -712,21 +713,14 @@ async def provision(bus: Bus, view: NatsView, *, adapter_ack_wait_s: float) -> b
     `bus.settings.replicas` copies; consumers follow their stream's (num_replicas 0)."""
     await bus.wait_ready()
     done = True
-    with _translated("provision audit inbox"):
+    with translate_errors("provision audit inbox"):
         await _ensure_inbox_consumer(bus)
     for org in view.organisations:
-        with _translated(f"provision {org}"):
+        with translate_errors(f"provision {org}"):
             await _ensure_bucket(bus, org)
             done = await _ensure_adapter_consumer(bus, view, org, adapter_ack_wait_s) and done
     return done
 
-
-@contextlib.contextmanager
-def _translated(what: str) -> Any:
-    try:
-        yield
-    except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as exc:
-        raise BusUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 class Reloadable(Protocol):

@@ -249,10 +249,7 @@ class Gateway:
             r = Refused(p, hashlib.sha256(line).hexdigest(), Partial())
             await self._rejected(r, client)
             return Outcome(r.status, r.to_dict())
-        try:
-            return await self.submit(line.rstrip(b"\r"), client, policy)
-        except Problem as p:  # unavailable: per line, so the rest of the batch still answers
-            return Outcome(p.status, p.to_dict())
+        return await self.submit(line.rstrip(b"\r"), client, policy)  # refusals (503 too) are outcomes
 
     async def healthz(self, request: web.Request) -> web.Response:
         doc: dict[str, Any] = {"status": "ok", "instance": self.instance}

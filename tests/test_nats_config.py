@@ -8,14 +8,11 @@ import io
 import stat
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from adapters.runtime import Adapter
 from broker import cli
 from broker.audit.writer import audit_subject
-from broker.dispatcher import DISPATCH_DURABLE
 from broker.nats_auth import (
     ADMIN,
     AUDIT,
@@ -23,7 +20,6 @@ from broker.nats_auth import (
     GATEWAY,
     READER,
     NatsView,
-    adapter_durable,
     adapter_service,
     bus_settings,
     certificate_cn,
@@ -37,9 +33,6 @@ from broker.nats_auth import (
     render_nats_config,
     service_for_bus,
     services,
-)
-from broker.nats_auth import (
-    DISPATCH_DURABLE as AUTH_DISPATCH_DURABLE,
 )
 from broker.natsd import nats_server_binary
 from broker.pki import ensure_defaults
@@ -100,8 +93,6 @@ def test_a_nats_identity_can_never_be_a_sender_or_operator() -> None:
 
 
 def test_names_agree_with_the_services() -> None:
-    assert AUTH_DISPATCH_DURABLE == DISPATCH_DURABLE
-    assert adapter_durable("NSATU") == Adapter.durable.fget(SimpleNamespace(org="NSATU"))  # type: ignore[attr-defined]
     assert service_for_bus("coord-gateway") == GATEWAY
     assert service_for_bus("coord-dispatcher") == DISPATCHER
     assert service_for_bus("coord-audit") == AUDIT

@@ -228,10 +228,6 @@ class LeafFile(LeafStore):
     def closed(self) -> bool:
         return self._fd < 0
 
-    @property
-    def broken(self) -> bool:
-        return self._broken is not None
-
     # -- reading -----------------------------------------------------------------------------------
 
     def _read(self, first: int, count: int) -> bytes:
