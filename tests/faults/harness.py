@@ -148,7 +148,7 @@ class LoadGenerator:
                 reply = None
             if reply is not None and reply.status in (200, 202):
                 self.report.acknowledged[item.id] = item.expected
-                self.report.seq[item.id] = int(reply.doc["seq"])
+                self.report.seq[item.id] = int(reply.body["seq"])
                 self.report.ack_times.append(time.monotonic())
                 return
             if reply is not None and 400 <= reply.status < 500 and reply.status != 429:
