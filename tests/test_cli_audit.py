@@ -1,5 +1,5 @@
 """`broker audit export` and `broker audit verify` from the command line on the live log,
-with a distinct exit code for each kind of tampering."""
+with a distinct exit code for each kind of tampering (ICD §7: 2 and 10-17)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker.audit.note import Checkpoint, parse_checkpoint, sign_checkpoint
 from broker.natsd import NatsServer
+from broker.pki import load_signing_key
 from broker.service import System
 from broker.state import StatePaths
 from tests.conftest import ClientFactory, eventually, message, sealed
@@ -71,7 +75,19 @@ async def test_export_verify_and_every_tampering_class(
     bad_sig = note.replace(
         sig_line, sig_line[:-6] + ("AAAAA=" if not sig_line.endswith("AAAAA=") else "BBBBB=")
     )
+    checkpoint, _ = parse_checkpoint(note)
+    keyid, broker_key = load_signing_key(state, "broker")
+    stranger = sign_checkpoint(checkpoint, keyid, Ed25519PrivateKey.generate())  # same name, other key
+    forked = Checkpoint(checkpoint.origin, checkpoint.size, bytes(32))  # same size, other root
+    fork = sign_checkpoint(forked, keyid, broker_key)
+
+    def checkpoint_line(text: str) -> bytes:
+        return json.dumps({"type": "checkpoint", "note": text}).encode()
+
     cases = {
+        "malformed": ([*lines[:a], b"{not json", *lines[a:]], 2),
+        "unknown-key": ([*lines[:last_cp], checkpoint_line(stranger), *lines[last_cp + 1 :]], 16),
+        "equivocation": ([*lines[: last_cp + 1], checkpoint_line(fork), *lines[last_cp + 1 :]], 17),
         "edited": (edited, 10),
         "removed": ([ln for i, ln in enumerate(lines) if i != a], 11),
         "reordered": (swapped, 12),
