@@ -8,6 +8,7 @@ Tests that change the policy build their own System (own state folder, embedded 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import json
@@ -16,12 +17,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import pytest
+
 from adapters.formats import NativeMessage, codec_for
 from adapters.stub import StubNativeSystem
 from broker.audit.writer import read_log, split_lines
 from broker.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus, BusSettings
 from broker.client import GatewayClient
 from broker.dispatcher import DISPATCH_DURABLE
+from broker.intake import accepted_subject
 from broker.labels import Clearance
 from broker.policy import Policy, load_policy, write_policy
 from broker.service import System, SystemOptions
@@ -409,3 +413,34 @@ async def test_clearance_lowered_while_deliveries_wait_at_the_adapter_stops_them
             assert received(stub, i) == []
         # NSATU (still cleared) got both
         await eventually(lambda: all(len(received(sys_.stubs["NSATU"], i)) == 1 for i in ids), timeout=20)
+
+
+@pytest.mark.parametrize("damage", ["bad-signature", "unreadable"])
+async def test_stored_bytes_that_fail_integrity_are_withheld_from_everyone(
+    damage: str, system: System, state: StatePaths, bus: Bus
+) -> None:
+    """A stored message whose originator signature no longer verifies (or that no longer decodes) was
+    not what the gateway checked: the dispatcher withholds it from every organisation, reason
+    `integrity`, and nothing is delivered. Forged here with the tests' inspector identity, standing
+    for corruption at rest."""
+    msg = message(label=label("NATO", "RESTRICTED", ALL))
+    envelope = json.loads(sealed(state, msg))
+    if damage == "bad-signature":
+        sig = bytearray(base64.b64decode(envelope["signatures"][0]["sig"]))
+        sig[0] ^= 0x01
+        envelope["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+        data = json.dumps(envelope).encode()
+    else:
+        data = b'{"payloadType": "application/vnd.coord.message+json", "payload": "!!", "signatures": []}'
+    start = await bus.last_seq(AUDIT_STREAM) + 1
+    await bus.publish(accepted_subject(1, "NSATU", "status.update", msg["id"]), data, msg_id=msg["id"])
+
+    def integrity(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in recs if r["event"] == "withheld" and r.get("reason") == "integrity"]
+
+    recs = await wait_audit(bus, start, lambda rs: len(integrity(rs)) >= 3)
+    assert sorted(r["actor"] for r in integrity(recs)) == sorted(ORGS)
+    assert not [r for r in recs if r["event"] == "released" and r.get("message_id") == msg["id"]]
+    await asyncio.sleep(0.5)  # a late delivery would show up here
+    for org in ORGS:
+        assert received(system.stubs[org], msg["id"]) == []
