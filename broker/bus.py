@@ -85,6 +85,7 @@ class BusSettings:
 class PubResult:
     seq: int
     duplicate: bool
+    retried: bool = False  # an earlier attempt failed: a duplicate may be that attempt's own copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,11 +319,12 @@ class Bus:
         hdrs = {MSG_ID: msg_id, **(headers or {})}
         deadline = asyncio.get_running_loop().time() + self.settings.publish_retry_s
         delay = 0.05
+        retried = False
         while True:
             try:
                 with translate_errors("publish"):
                     ack = await self.js.publish(subject, data, headers=dict(hdrs))
-                return PubResult(seq=ack.seq, duplicate=bool(ack.duplicate))
+                return PubResult(seq=ack.seq, duplicate=bool(ack.duplicate), retried=retried)
             except BusUnavailable as exc:
                 cause = exc.__cause__
                 retriable = isinstance(cause, _RETRIABLE)
@@ -332,6 +334,7 @@ class Bus:
                 log.info("bus.publish_retry", subject_prefix=subject.split(".", 2)[1], error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+                retried = True
 
     async def get(self, stream: str, seq: int) -> Stored:
         """Read one stored message back by stream sequence."""

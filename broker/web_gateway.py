@@ -143,8 +143,11 @@ class Gateway:
                 raise self._refuse(
                     a, Problem("id-conflict", "this id was already used for different bytes; use a new id")
                 )
-            self.m_duplicates.inc()
-            return Outcome(200, {"id": m.id, "seq": res.seq, "duplicate": True})
+            if not res.retried:
+                self.m_duplicates.inc()
+                return Outcome(200, {"id": m.id, "seq": res.seq, "duplicate": True})
+            # the same bytes, found on a retry of this very request: most likely our own first attempt,
+            # stored before its ack was lost; the client sent once, so it gets the first answer
         self.m_accepted.inc()
         # the `accepted` record is written by the dispatcher from the stored message (see there)
         return Outcome(202, {"id": m.id, "seq": res.seq})
