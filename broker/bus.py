@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -284,6 +285,9 @@ class Bus:
                     log.info("bus.stream_created", stream=cfg.name)
                     continue
                 have = info.config
+                if (have.duplicate_window or 0.0) > (cfg.duplicate_window or 0.0):
+                    # widened since for a longer freshness window (`widen_duplicate_window`): kept
+                    cfg = dataclasses.replace(cfg, duplicate_window=have.duplicate_window)
                 if (
                     have.subjects,
                     have.duplicate_window,
@@ -296,6 +300,19 @@ class Bus:
         self._streams_ok = True
         if self.connected:
             self._ready_event.set()
+
+    async def widen_duplicate_window(self, seconds: float) -> bool:
+        """Make COORD_ACCEPTED's duplicate window at least `seconds` (never narrower); True if changed.
+        A policy reload that lengthens `max_age_s` or `max_skew_s` needs it: a resend the freshness
+        check still admits must still be found a duplicate (or a 409)."""
+        with translate_errors("duplicate window"):
+            info = await self.js.stream_info(ACCEPTED_STREAM)
+            if (info.config.duplicate_window or 0.0) >= seconds:
+                return False
+            info.config.duplicate_window = seconds
+            await self.js.update_stream(info.config)
+        log.info("bus.duplicate_window_widened", stream=ACCEPTED_STREAM, seconds=seconds)
+        return True
 
     async def check_streams(self) -> None:
         """Only check (stream info) that the streams of `require_streams` exist; never create one."""

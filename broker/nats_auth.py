@@ -732,6 +732,12 @@ class Reloadable(Protocol):
     def reload(self, security: NatsSecurity) -> bool: ...
 
 
+def duplicate_window_s(policy: Policy) -> float:
+    """COORD_ACCEPTED's duplicate window for `policy`: every resend fresh enough to be admitted is
+    within it (at least 15 minutes)."""
+    return max(900.0, policy.max_age_s + policy.max_skew_s + 60.0)
+
+
 class NatsPolicyFollower:
     """Keeps NATS in step with the policy: on a change of what NATS sees (organisations, clearances,
     system high, instance), issue missing identities, reload an embedded server's config (SIGHUP) and
@@ -793,6 +799,7 @@ class NatsPolicyFollower:
                 self.server.reload(nats_security(self.paths, view))
             log.info("nats.policy_followed", organisations=len(view.clearances), system_high=view.system_high)
             self.view = view
+        await self.admin.widen_duplicate_window(duplicate_window_s(self.holder.current))
         self._pending = not await provision(self.admin, view, adapter_ack_wait_s=self.ack_wait_s)
 
     async def _run(self) -> None:

@@ -42,6 +42,7 @@ from broker.metrics_share import MetricsShare
 from broker.nats_auth import (
     NatsPolicyFollower,
     admin_access,
+    duplicate_window_s,
     ensure_nats_identities,
     nats_security,
     service_for_bus,
@@ -149,7 +150,7 @@ class System:
             replicas=max(self.options.replicas, 3 if self.options.cluster > 1 else 1),
             # a stream leader election takes 5-9 s after a node dies: ride it out in cluster mode
             publish_retry_s=20.0 if self.options.cluster > 1 or "," in self.nats_url else 8.0,
-            duplicate_window_s=max(900.0, p.max_age_s + p.max_skew_s + 60.0),
+            duplicate_window_s=duplicate_window_s(p),
         )
 
     async def _bus(self, name: str, timeout: float = 60.0) -> Bus:

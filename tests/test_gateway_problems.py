@@ -598,6 +598,32 @@ async def test_label_context_rules(
     assert path in [e["path"] for e in doc["errors"]]
 
 
+async def test_a_longer_freshness_window_widens_the_duplicate_window(
+    system: System, state: StatePaths, bus: Bus
+) -> None:
+    """A reload that admits older messages (max_age_s 600 -> 3000) must keep every admissible resend
+    inside JetStream's duplicate window, or a resend would be stored twice instead of answering 200
+    (or 409): the admin widens the window, and never narrows it back."""
+    original = load_policy(state.policy)
+    want = 3000 + original.max_skew_s + 60
+    assert (await bus.js.stream_info(ACCEPTED_STREAM)).config.duplicate_window < want
+    edit_policy(state, lambda p: dataclasses.replace(p, max_age_s=3000))
+    try:
+        await wait_policy(system, lambda p: p.max_age_s == 3000)
+        window = 0.0
+        for _ in range(100):
+            window = (await bus.js.stream_info(ACCEPTED_STREAM)).config.duplicate_window or 0.0
+            if window >= want:
+                break
+            await asyncio.sleep(0.1)
+        assert window >= want
+    finally:
+        write_policy(state.policy, original)
+        await wait_policy(system, lambda p: p.max_age_s == original.max_age_s)
+    await asyncio.sleep(1.0)  # a shorter freshness window again: the duplicate window stays wide
+    assert ((await bus.js.stream_info(ACCEPTED_STREAM)).config.duplicate_window or 0.0) >= want
+
+
 async def test_thousands_of_label_errors_are_capped(liaison: Rejection, state: StatePaths) -> None:
     """One error per unknown organisation would let a 200 KiB message buy a 2 MB answer: the list
     stops at MAX_ERRORS and says how many more there were."""
