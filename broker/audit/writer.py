@@ -57,6 +57,7 @@ from broker.audit.records import RECORD_ENCODER, AuditEvent, make_record
 from broker.audit.remote import EVENT_DECODER, INBOX_DURABLE
 from broker.audit.snapshot import checked_proof
 from broker.bus import AUDIT_IN_STREAM, AUDIT_STREAM, Bus, pull_forever, translate_errors
+from broker.clock import rfc3339, utcnow
 from broker.errors import BrokerError, BusUnavailable
 from broker.metrics import Registry
 
@@ -325,9 +326,8 @@ class AuditWriter:
                 log.error(
                     "audit.inbox_unreadable", seq=m.metadata.sequence.stream
                 )  # only our services publish
-                ev = AuditEvent(
-                    event="rejected", time="1970-01-01T00:00:00.000000Z", reason="unreadable-event"
-                )
+                # recorded, not dropped: the log shows that an event arrived and could not be read
+                ev = AuditEvent(event="rejected", time=rfc3339(utcnow()), reason="unreadable-event")
             pending.append((m, await self.record(ev)))
         for m, fut in pending:
             await fut
