@@ -917,3 +917,78 @@ async def test_rate_limited(system: System, state: StatePaths, raw_for: RawFacto
     finally:
         edit_policy(state, lambda p: dataclasses.replace(p, rate_burst=original_burst))
         await wait_policy(system, lambda p: p.rate_burst == original_burst)
+
+
+async def _raw_batch(client: RawClient, body: bytes) -> RawReply:
+    return await client.post(body, path="/v1/messages/batch", content_type="application/x-ndjson")
+
+
+async def test_batch_line_forms(liaison: Rejection, state: StatePaths, bus: Bus) -> None:
+    """CRLF line ends and a missing final newline are accepted; a blank line in between is a
+    `malformed` result; a line over the size limit is a `too-large` result; the same id with other
+    bytes is an `id-conflict` result; each line is judged alone and only the sound ones are stored."""
+    first = message()
+    good = seal_as(state, "nsatu-liaison", encode(first))
+    other = seal_as(state, "nsatu-liaison", encode({**first, "body": {**first["body"], "summary": "Other."}}))
+    crlf = seal_as(state, "nsatu-liaison", encode(message()))
+    last = seal_as(state, "nsatu-liaison", encode(message()))
+    huge = b'{"pad": "' + b"x" * (load_policy(state.policy).max_body_bytes + 1) + b'"}'
+    before = await bus.last_seq(ACCEPTED_STREAM)
+    body = b"\n".join([good, crlf + b"\r", b"", huge, other, last])  # no final newline
+    reply = await _raw_batch(liaison.client, body)
+    assert reply.status == 200, reply.raw[:300]
+    results = reply.doc["results"]
+    assert len(results) == 6
+    assert (
+        set(results[0]) == {"id", "seq"}
+        and set(results[1]) == {"id", "seq"}
+        and set(results[5]) == {"id", "seq"}
+    )
+    assert results[2]["problem"]["type"] == "urn:coord:problem:malformed"
+    assert results[3]["problem"]["type"] == "urn:coord:problem:too-large"
+    assert results[4]["problem"]["type"] == "urn:coord:problem:id-conflict"
+    assert await bus.last_seq(ACCEPTED_STREAM) == before + 3
+
+
+async def test_empty_batch_is_malformed(liaison: Rejection, bus: Bus) -> None:
+    """No line at all is 400 `malformed` (a body of one newline is one blank line: a result)."""
+    before = await bus.last_seq(ACCEPTED_STREAM)
+    assert_problem(await _raw_batch(liaison.client, b""), 400, "malformed")
+    blank = await _raw_batch(liaison.client, b"\n")
+    assert blank.status == 200 and blank.doc["results"][0]["problem"]["type"] == "urn:coord:problem:malformed"
+    assert await bus.last_seq(ACCEPTED_STREAM) == before
+
+
+async def test_batch_needing_more_tokens_than_remain_is_refused_whole(
+    system: System, state: StatePaths, raw_for: RawFactory, bus: Bus
+) -> None:
+    """Burst 5: a batch of 3 passes, the next batch of 3 (within the burst, over what is left) is
+    refused whole with 429 and Retry-After, audited, and nothing of it is stored."""
+    ident = "batch-rate-sender"
+    new_sender(state, ident, "NSATU", ["status.update"])
+    original_burst = system.holder.current.rate_burst
+
+    def limit(p: Policy) -> Policy:
+        s = dataclasses.replace(p.senders[ident], rate_per_s=0.2)
+        return dataclasses.replace(p, rate_burst=5, senders={**p.senders, ident: s})
+
+    edit_policy(state, limit)
+    try:
+        await wait_policy(system, lambda p: p.rate_burst == 5 and ident in p.senders)
+        client = await raw_for(ident)
+        three = [seal_as(state, ident, encode(message(sender=ident))) for _ in range(3)]
+        ok = await client.batch(three)
+        assert ok.status == 200 and all("seq" in r for r in ok.doc["results"]), ok.raw[:300]
+        before, audit_before = await bus.last_seq(ACCEPTED_STREAM), await bus.last_seq(AUDIT_STREAM)
+        again = await client.batch([seal_as(state, ident, encode(message(sender=ident))) for _ in range(3)])
+        assert_problem(again, 429, "rate-limited")
+        assert 1 <= int(again.headers["Retry-After"]) <= 10
+        assert await bus.last_seq(ACCEPTED_STREAM) == before
+        await wait_audited(
+            bus,
+            audit_before + 1,
+            lambda r: r["event"] == "rejected" and r["actor"] == ident and r["reason"] == "rate-limited",
+        )
+    finally:
+        edit_policy(state, lambda p: dataclasses.replace(p, rate_burst=original_burst))
+        await wait_policy(system, lambda p: p.rate_burst == original_burst)
