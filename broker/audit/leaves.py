@@ -65,6 +65,33 @@ class LeafStore(Sequence[bytes]):
     @abstractmethod
     def extend(self, hashes: Iterable[bytes]) -> None: ...
 
+    @abstractmethod
+    def _read(self, first: int, count: int) -> bytes:
+        """Leaves `first .. first+count-1`, packed, in one read."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
+        n = len(self)
+        if isinstance(i, slice):
+            r = range(*i.indices(n))
+            if not r:
+                return []
+            lo, hi = min(r[0], r[-1]), max(r[0], r[-1]) + 1
+            return _split(self._read(lo, hi - lo), r, lo)
+        return self._read(_index(i, n), 1)
+
+    def __iter__(self) -> Iterator[bytes]:
+        end = len(self)
+        for first in range(0, end, CHUNK_LEAVES):
+            n = min(CHUNK_LEAVES, end - first)
+            yield from _split(self._read(first, n), range(first, first + n), first)
+
     def append(self, h: bytes) -> None:
         self.extend((h,))
 
@@ -114,24 +141,8 @@ class LeafHashes(LeafStore):
     def __len__(self) -> int:
         return len(self._buf) // LEAF_SIZE
 
-    @overload
-    def __getitem__(self, i: int) -> bytes: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
-    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(i, slice):
-            r = range(*i.indices(len(self)))
-            if not r:
-                return []
-            lo = min(r[0], r[-1])
-            hi = max(r[0], r[-1]) + 1
-            return _split(bytes(self._buf[lo * LEAF_SIZE : hi * LEAF_SIZE]), r, lo)
-        i = _index(i, len(self))
-        return bytes(self._buf[i * LEAF_SIZE : (i + 1) * LEAF_SIZE])
-
-    def __iter__(self) -> Iterator[bytes]:
-        for j in range(len(self)):
-            yield bytes(self._buf[j * LEAF_SIZE : (j + 1) * LEAF_SIZE])
+    def _read(self, first: int, count: int) -> bytes:
+        return bytes(self._buf[first * LEAF_SIZE : (first + count) * LEAF_SIZE])
 
 
 def _temp_name(path: Path) -> Path:
@@ -253,25 +264,6 @@ class LeafFile(LeafStore):
 
     def __len__(self) -> int:
         return self._count
-
-    @overload
-    def __getitem__(self, i: int) -> bytes: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
-    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(i, slice):
-            r = range(*i.indices(self._count))
-            if not r:
-                return []
-            lo, hi = min(r[0], r[-1]), max(r[0], r[-1]) + 1
-            return _split(self._read(lo, hi - lo), r, lo)
-        return self._read(_index(i, self._count), 1)
-
-    def __iter__(self) -> Iterator[bytes]:
-        end = self._count
-        for first in range(0, end, CHUNK_LEAVES):
-            n = min(CHUNK_LEAVES, end - first)
-            yield from _split(self._read(first, n), range(first, first + n), first)
 
     def __repr__(self) -> str:
         return f"LeafFile({str(self.path)!r}, {self._count} leaves{', writable' if self._writable else ''})"
