@@ -42,12 +42,12 @@ from adapters.formats import Codec, DeliveredMessage, NativeFormatError
 from adapters.verify import DeliveryRefused, verify_delivery
 from broker.aio import stop_task
 from broker.audit.records import AuditEvent, AuditSink
-from broker.bus import DELIVERY_STREAM, HDR_DIGEST, MSG_ID, Bus, pull_forever, translate_errors
 from broker.client import GatewayClient, build_message, seal_message
 from broker.clock import rfc3339, utcnow
 from broker.errors import MarkingError
-from broker.nats_auth import adapter_durable, delivered_bucket
-from broker.web_gateway import PolicySource
+from broker.gateway.web import PolicySource
+from broker.nats.auth import adapter_durable, delivered_bucket
+from broker.nats.bus import DELIVERY_STREAM, HDR_DIGEST, MSG_ID, Bus, pull_forever, translate_errors
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +139,7 @@ class Adapter:
         await self.bus.wait_ready()
         js = self.bus.js
         # The bucket and the durable consumer (filtered to this organisation's deliveries up to its
-        # clearance) are made by the admin identity (broker.nats_auth.provision): an adapter may only
+        # clearance) are made by the admin identity (broker.nats.auth.provision): an adapter may only
         # bind to them, so even a compromised adapter cannot widen what it reads.
         with translate_errors("adapter setup"):
             self._kv = await js.key_value(delivered_bucket(self.org))

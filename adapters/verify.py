@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import msgspec
 
-from broker.labels import decide
-from broker.policy import Policy
-from broker.signing import b64decode_any, pae, verify_raw
+from broker.dsse import b64decode_any, pae, verify_raw
+from broker.policy.model import Policy
+from broker.rules.labels import decide
 from schemas.message import ENVELOPE_DECODER, MESSAGE_DECODER, PAYLOAD_TYPE, Message
 
 

@@ -20,7 +20,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.clock import rfc3339, utcnow
-from broker.signing import b64encode, sign
+from broker.dsse import b64encode, sign
 from schemas.message import PAYLOAD_TYPE
 
 _ENC = msgspec.json.Encoder()

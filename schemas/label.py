@@ -2,7 +2,7 @@
 
 Structural rules (field types, patterns, enums) live here; the rules that need context (is an
 organisation known, is the list sorted and unique, is the originator releasable) are checked by
-`broker.labels.check_label` so that every check has one home.
+`broker.rules.labels.check_label` so that every check has one home.
 """
 
 from __future__ import annotations

@@ -17,16 +17,16 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.bus import ACCEPTED_STREAM, Bus, BusSettings
+from broker.app.system import System, SystemOptions
 from broker.client import GatewayClient, build_message, seal_message
-from broker.nats_auth import ADMIN, issue_nats_identity, nats_security, nats_user
-from broker.nats_auth import bus_settings as nats_bus_settings
-from broker.natsd import NatsPermissions, NatsServer, NatsUser
-from broker.pki import ensure_defaults, load_signing_key, new_operator, new_sender
-from broker.policy import load_policy
-from broker.service import System, SystemOptions
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.identity.pki import ensure_defaults, load_signing_key, new_operator, new_sender
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.nats.auth import ADMIN, issue_nats_identity, nats_security, nats_user
+from broker.nats.auth import bus_settings as nats_bus_settings
+from broker.nats.bus import ACCEPTED_STREAM, Bus, BusSettings
+from broker.nats.server import NatsPermissions, NatsServer, NatsUser
+from broker.policy.model import load_policy
 
 LABEL_NR = {
     "policy": "NATO",

@@ -22,14 +22,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from adapters.formats import NativeMessage, codec_for
 from adapters.runtime import Adapter
 from adapters.stub import StubNativeSystem
+from broker.app.system import System, SystemOptions
 from broker.audit.writer import read_log, split_lines
-from broker.bus import AUDIT_STREAM, DEAD_STREAM, DELIVERY_STREAM, HDR_DIGEST, Bus
 from broker.client import GatewayClient
-from broker.dispatcher import countersign
-from broker.pki import load_signing_key
-from broker.service import System, SystemOptions
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.dispatch.dispatcher import countersign
+from broker.identity.pki import load_signing_key
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.nats.bus import AUDIT_STREAM, DEAD_STREAM, DELIVERY_STREAM, HDR_DIGEST, Bus
 from schemas.message import ENVELOPE_DECODER
 from tests.conftest import STATUS_BODY, ClientFactory, eventually, message, sealed
 

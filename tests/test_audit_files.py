@@ -42,14 +42,14 @@ from broker.audit.note import Checkpoint, sign_checkpoint
 from broker.audit.records import AuditEvent
 from broker.audit.snapshot import AuditSnapshot, RemoteAuditView
 from broker.audit.writer import AuditWriter, read_log, split_lines
-from broker.bus import Bus, BusSettings
 from broker.errors import Problem
-from broker.metrics import Registry
-from broker.natsd import NatsServer
-from broker.pki import ensure_defaults, load_signing_key
-from broker.policy import Policy, load_policy
-from broker.state import StatePaths
-from broker.web_audit import AuditApi
+from broker.gateway.operators import AuditApi
+from broker.identity.pki import ensure_defaults, load_signing_key
+from broker.identity.state import StatePaths
+from broker.metrics.registry import Registry
+from broker.nats.bus import Bus, BusSettings
+from broker.nats.server import NatsServer
+from broker.policy.model import Policy, load_policy
 
 VECTORS = Path(__file__).parent / "data" / "merkle"
 #: the RFC 6962 test tree's leaf inputs (the tree the shared vectors' happy paths are over)

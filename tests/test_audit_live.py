@@ -13,19 +13,19 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from broker.app.system import System, SystemOptions
 from broker.audit.merkle import leaf_hash, verify_inclusion
 from broker.audit.note import verify_checkpoint
 from broker.audit.verify import RecordEdited, verify_export
 from broker.audit.writer import AuditWriter, read_log, split_lines
-from broker.bus import AUDIT_STREAM, Bus, BusSettings
 from broker.client import GatewayClient
-from broker.metrics import Registry
-from broker.natsd import NatsServer
-from broker.pki import ensure_defaults, load_signing_key
-from broker.policy import load_policy
-from broker.service import System, SystemOptions
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.identity.pki import ensure_defaults, load_signing_key
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.metrics.registry import Registry
+from broker.nats.bus import AUDIT_STREAM, Bus, BusSettings
+from broker.nats.server import NatsServer
+from broker.policy.model import load_policy
 from tests.conftest import ClientFactory, eventually, message, sealed
 
 

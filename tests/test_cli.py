@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from broker.client import GatewayClient
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
 
-BROKER = [sys.executable, "-m", "broker.cli"]
+BROKER = [sys.executable, "-m", "broker"]
 
 
 def run(

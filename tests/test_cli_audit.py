@@ -10,14 +10,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.app.system import System
 from broker.audit.note import Checkpoint, parse_checkpoint, sign_checkpoint
-from broker.natsd import NatsServer
-from broker.pki import load_signing_key
-from broker.service import System
-from broker.state import StatePaths
+from broker.identity.pki import load_signing_key
+from broker.identity.state import StatePaths
+from broker.nats.server import NatsServer
 from tests.conftest import ClientFactory, eventually, message, sealed
 
-BROKER = [sys.executable, "-m", "broker.cli"]
+BROKER = [sys.executable, "-m", "broker"]
 
 
 def _broker(state: StatePaths, *args: str) -> subprocess.CompletedProcess[str]:

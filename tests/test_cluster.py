@@ -31,19 +31,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from broker import pki
-from broker.bus import (
-    ACCEPTED_STREAM,
-    AUDIT_IN_STREAM,
-    AUDIT_STREAM,
-    DEAD_STREAM,
-    DELIVERY_STREAM,
-    MSG_ID,
-    Bus,
-)
-from broker.cluster import NatsCluster, free_ports, lagging_replicas
+from broker.identity import pki
 from broker.errors import BusUnavailable
-from broker.nats_auth import (
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.nats.auth import (
     ADMIN,
     GATEWAY,
     ROUTE_USER,
@@ -61,10 +53,18 @@ from broker.nats_auth import (
     render_nats_cluster_config,
     services,
 )
-from broker.natsd import NatsServer, cluster_routes, render_config
-from broker.policy import load_policy
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.nats.bus import (
+    ACCEPTED_STREAM,
+    AUDIT_IN_STREAM,
+    AUDIT_STREAM,
+    DEAD_STREAM,
+    DELIVERY_STREAM,
+    MSG_ID,
+    Bus,
+)
+from broker.nats.cluster import NatsCluster, free_ports, lagging_replicas
+from broker.nats.server import NatsServer, cluster_routes, render_config
+from broker.policy.model import load_policy
 from tests.conftest import eventually
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "nats-cluster-node-1.conf"
@@ -74,7 +74,7 @@ SUBJECT = "coord.msg.0.NSATU.status.update"  # the gateway may publish it (rank 
 def test_deploy_cluster_example_is_the_generated_config() -> None:
     assert DEPLOY.read_text(encoding="utf-8") == example_cluster_config(1), (
         "deploy/nats-cluster-node-1.conf is stale: regenerate it with "
-        "broker.nats_auth.example_cluster_config(1)"
+        "broker.nats.auth.example_cluster_config(1)"
     )
 
 

@@ -14,7 +14,7 @@ MODULES = [
     "broker.audit",
     "broker.audit.merkle",
     "broker.audit.verify",
-    "broker.state",
+    "broker.identity.state",
     "adapters.stub",
 ]
 

@@ -27,7 +27,7 @@ from adapters.formats import (
 from adapters.formats.base import make_label, validate_body
 from adapters.formats.udcg import neutralise_cell, restore_cell
 from broker.errors import BrokerError, MarkingError
-from broker.labels import RANK
+from broker.rules.labels import RANK
 from schemas.kinds import KINDS
 from schemas.label import Label
 

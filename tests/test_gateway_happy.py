@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from broker.bus import ACCEPTED_STREAM, HDR_DIGEST, Bus
-from broker.service import System
-from broker.state import StatePaths
+from broker.app.system import System
+from broker.identity.state import StatePaths
+from broker.nats.bus import ACCEPTED_STREAM, HDR_DIGEST, Bus
 from tests.conftest import ClientFactory, message, sealed
 
 

@@ -25,16 +25,16 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.app.system import System
 from broker.audit.writer import read_log
-from broker.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus
 from broker.client import seal
 from broker.clock import rfc3339, utcnow
 from broker.errors import MAX_ERRORS
-from broker.pki import new_sender, revoke_key
-from broker.policy import Policy, load_policy, write_policy
-from broker.service import System
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.identity.pki import new_sender, revoke_key
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.nats.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus
+from broker.policy.model import Policy, load_policy, write_policy
 from schemas.message import PAYLOAD_TYPE
 from tests.conftest import LABEL_NR, message, signer
 

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from broker.audit.records import AuditEvent
-from broker.bus import HDR_DIGEST, PubResult, Stored
 from broker.clock import utcnow
-from broker.intake import Intake
-from broker.metrics import Registry
-from broker.policy import load_policy
-from broker.state import StatePaths
-from broker.web_gateway import Gateway
+from broker.gateway.web import Gateway
+from broker.identity.state import StatePaths
+from broker.metrics.registry import Registry
+from broker.nats.bus import HDR_DIGEST, PubResult, Stored
+from broker.policy.model import load_policy
+from broker.rules.intake import Intake
 from tests.conftest import message, sealed
 
 

@@ -25,16 +25,16 @@ import pytest
 import pytest_asyncio
 from conftest import eventually, message
 
+from broker.app.system import System, SystemOptions
 from broker.audit.merkle import verify_inclusion
 from broker.audit.note import parse_checkpoint
 from broker.audit.writer import read_log, split_lines
-from broker.bus import ACCEPTED_STREAM, Bus, BusSettings
 from broker.client import seal_message
-from broker.pki import ensure_defaults, load_signing_key, new_operator, new_sender
-from broker.policy import Policy, load_policy, write_policy
-from broker.service import System, SystemOptions
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.identity.pki import ensure_defaults, load_signing_key, new_operator, new_sender
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.nats.bus import ACCEPTED_STREAM, Bus, BusSettings
+from broker.policy.model import Policy, load_policy, write_policy
 
 ENC = msgspec.json.Encoder()
 SLOW = "slow-sender"  # 2 messages/s, burst 6

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from broker.client import seal
 from broker.errors import PROBLEMS
-from broker.intake import (
+from broker.policy.model import Operator, Organisation, Policy, Sender, SigningKey
+from broker.rules.intake import (
     Admitted,
     Intake,
     Partial,
@@ -34,8 +35,7 @@ from broker.intake import (
     parse_created,
     schema_error,
 )
-from broker.labels import Clearance
-from broker.policy import Operator, Organisation, Policy, Sender, SigningKey
+from broker.rules.labels import Clearance
 from schemas.kinds import KINDS
 from schemas.message import MESSAGE_DECODER, PAYLOAD_TYPE
 

@@ -1,4 +1,4 @@
-"""ICD §2 as properties of `broker.labels`: the access decision, the markings, clearances."""
+"""ICD §2 as properties of `broker.rules.labels`: the access decision, the markings, clearances."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from broker.errors import MarkingError
-from broker.labels import (
+from broker.rules.labels import (
     CLASSIFICATIONS,
     RANK,
     RULES,

@@ -7,8 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from broker.metrics import Registry
-from broker.metrics_share import STALE_AFTER_S, MetricsShare, merge, with_label
+from broker.metrics.registry import Registry
+from broker.metrics.share import STALE_AFTER_S, MetricsShare, merge, with_label
 
 
 def _registry(accepted: int, latency: float) -> Registry:

@@ -21,10 +21,10 @@ from adapters.formats import DeliveredMessage, NativeMessage, codec_for, sample_
 from adapters.formats.base import make_label
 from adapters.formats.udcg import DELIVERED_COLUMNS
 from adapters.stub import StubNativeSystem
-from broker.bus import ACCEPTED_STREAM, Bus
-from broker.pki import DEFAULT_SENDERS
-from broker.service import ORGANISATIONS, System
-from broker.state import StatePaths
+from broker.app.system import ORGANISATIONS, System
+from broker.identity.pki import DEFAULT_SENDERS
+from broker.identity.state import StatePaths
+from broker.nats.bus import ACCEPTED_STREAM, Bus
 from schemas.label import Label
 from tests.conftest import ClientFactory, eventually, message, sealed
 

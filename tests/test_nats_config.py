@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from broker import cli
+from broker.app import cli
 from broker.audit.writer import audit_subject
-from broker.nats_auth import (
+from broker.identity.pki import ensure_defaults
+from broker.identity.state import StatePaths
+from broker.nats.auth import (
     ADMIN,
     AUDIT,
     DISPATCHER,
@@ -34,17 +36,15 @@ from broker.nats_auth import (
     service_for_bus,
     services,
 )
-from broker.natsd import nats_server_binary
-from broker.pki import ensure_defaults
-from broker.policy import PARTY_RE, load_policy
-from broker.state import StatePaths
+from broker.nats.server import nats_server_binary
+from broker.policy.model import PARTY_RE, load_policy
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "nats.conf"
 
 
 def test_deploy_example_is_the_generated_config() -> None:
     assert DEPLOY.read_text(encoding="utf-8") == example_config(), (
-        "deploy/nats.conf is stale: regenerate it with broker.nats_auth.example_config()"
+        "deploy/nats.conf is stale: regenerate it with broker.nats.auth.example_config()"
     )
 
 

@@ -16,16 +16,16 @@ from typing import Any
 
 import msgspec
 
+from broker.app.system import System, SystemOptions
 from broker.audit.writer import read_log
-from broker.bus import ACCEPTED_STREAM, Bus, BusSettings
 from broker.client import GatewayClient, Reply
 from broker.clock import utcnow
-from broker.intake import parse_created
-from broker.natsd import NatsServer
-from broker.pki import ensure_defaults
-from broker.service import System, SystemOptions
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.identity.pki import ensure_defaults
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.nats.bus import ACCEPTED_STREAM, Bus, BusSettings
+from broker.nats.server import NatsServer
+from broker.rules.intake import parse_created
 from tests.conftest import message, sealed
 
 DEADLINE_S = 60.0

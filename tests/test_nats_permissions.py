@@ -28,11 +28,13 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from broker.app.system import System, SystemOptions
 from broker.audit.writer import audit_subject
-from broker.bus import ACCEPTED_STREAM, AUDIT_STREAM, DEAD_STREAM, DELIVERY_STREAM
 from broker.client import GatewayClient
-from broker.labels import Clearance
-from broker.nats_auth import (
+from broker.identity.pki import init_ca
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.nats.auth import (
     ADMIN,
     AUDIT,
     DISPATCHER,
@@ -46,11 +48,9 @@ from broker.nats_auth import (
     inbox_prefix,
     issue_nats_identity,
 )
-from broker.pki import init_ca
-from broker.policy import Policy, load_policy, write_policy
-from broker.service import System, SystemOptions
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.nats.bus import ACCEPTED_STREAM, AUDIT_STREAM, DEAD_STREAM, DELIVERY_STREAM
+from broker.policy.model import Policy, load_policy, write_policy
+from broker.rules.labels import Clearance
 from tests.conftest import eventually, message, sealed
 
 NSATU, EUMAM, UDCG = adapter_service("NSATU"), adapter_service("EUMAM"), adapter_service("UDCG")

@@ -1,4 +1,4 @@
-"""broker.pki and broker.state: the dev CA, certificates, signing keys, identities and policy entries."""
+"""broker.identity.pki and state: the dev CA, certificates, signing keys, identities and policy entries."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from structlog.testing import capture_logs
 
-from broker import pki
+from broker.identity import pki
 from broker.errors import PKIError, PolicyError
-from broker.labels import Clearance
-from broker.policy import load_policy
-from broker.state import StatePaths, write_private, write_public
+from broker.identity.state import StatePaths, write_private, write_public
+from broker.policy.model import load_policy
+from broker.rules.labels import Clearance
 from schemas.kinds import KINDS
 
 

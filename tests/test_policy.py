@@ -1,4 +1,4 @@
-"""broker.policy: the TOML loader (fail closed, with file and line), the renderer and the watcher."""
+"""broker.policy.model: the TOML loader (fail closed, with file and line), the renderer and the watcher."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from broker.errors import PolicyError
-from broker.labels import CLASSIFICATIONS, Clearance
-from broker.policy import (
+from broker.policy.model import (
     Operator,
     Organisation,
     Policy,
@@ -31,6 +30,7 @@ from broker.policy import (
     render_policy,
     write_policy,
 )
+from broker.rules.labels import CLASSIFICATIONS, Clearance
 from schemas.kinds import KINDS
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from broker.ratelimit import (
+from broker.gateway.limiter import (
     Limiter,
     RateLimiter,
     RateTableError,

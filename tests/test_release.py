@@ -21,16 +21,16 @@ import pytest
 
 from adapters.formats import NativeMessage, codec_for
 from adapters.stub import StubNativeSystem
+from broker.app.system import System, SystemOptions
 from broker.audit.writer import read_log, split_lines
-from broker.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus, BusSettings
 from broker.client import GatewayClient
-from broker.dispatcher import DISPATCH_DURABLE
-from broker.intake import accepted_subject
-from broker.labels import Clearance
-from broker.policy import Policy, load_policy, write_policy
-from broker.service import System, SystemOptions
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.dispatch.dispatcher import DISPATCH_DURABLE
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.nats.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus, BusSettings
+from broker.policy.model import Policy, load_policy, write_policy
+from broker.rules.intake import accepted_subject
+from broker.rules.labels import Clearance
 from tests.conftest import ClientFactory, eventually, message, sealed
 
 ORGS = ("EUMAM", "NSATU", "UDCG")

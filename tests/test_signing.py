@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.dsse import RawSignature, b64decode_any, b64encode, pae, sign, verify_threshold
 from broker.errors import SignatureError
-from broker.signing import RawSignature, b64decode_any, b64encode, pae, sign, verify_threshold
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "dsse-vectors.json").read_text())
 

@@ -21,13 +21,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from broker.app.system import System
 from broker.audit.writer import read_log, split_lines
-from broker.bus import Bus
 from broker.clock import utcnow
-from broker.pki import init_ca, issue_client_cert, load_ca
-from broker.service import System
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.identity.pki import init_ca, issue_client_cert, load_ca
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.nats.bus import Bus
 
 TLS_VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
 REFUSED = (aiohttp.ClientConnectorError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.workers import GatewayWorkers, WorkerSettings, WorkerStartError
+from broker.gateway.workers import GatewayWorkers, WorkerSettings, WorkerStartError
 
 CRASHER = "import sys; print('{\"ready\": []}', flush=True); sys.exit(3)"
 SILENT = "import sys; sys.exit(4)"

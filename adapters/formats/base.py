@@ -13,7 +13,7 @@ Rules shared by every codec (docs/native-formats.md tells the whole story):
 * Every refusal is a `NativeFormatError` (or `MarkingError` for a classification marking) whose message
   says what was expected and never echoes document content beyond a short, truncated field name.
 * Classification markings are the exact display markings of ICD §2, parsed with
-  `broker.labels.parse_marking`: unknown, ambiguous or mis-cased markings are refused, never guessed.
+  `broker.rules.labels.parse_marking`: unknown, ambiguous or mis-cased markings are refused, never guessed.
   Each format accepts the markings of one policy only; a message of the other policy is rendered with the
   equivalent marking of the same rank and the original marking is carried beside it (see `render_marking`).
 * Releasability is written `REL TO A, B` (org codes `^[A-Z][A-Z0-9]{1,15}$`, sorted, unique, one
@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import msgspec
 
 from broker.errors import BrokerError, MarkingError
-from broker.labels import CLASSIFICATIONS, EU_MARKINGS, NATO_MARKINGS, display_marking, parse_marking
+from broker.rules.labels import CLASSIFICATIONS, EU_MARKINGS, NATO_MARKINGS, display_marking, parse_marking
 from schemas.kinds import BODY_TYPES, KINDS
 from schemas.label import Label
 

@@ -21,8 +21,8 @@ import msgspec
 import structlog
 
 from broker.audit.records import AuditEvent
-from broker.bus import Bus
 from broker.errors import BusUnavailable
+from broker.nats.bus import Bus
 
 log = structlog.get_logger(__name__)
 

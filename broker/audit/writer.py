@@ -56,10 +56,10 @@ from broker.audit.note import Checkpoint, NoteError, sign_checkpoint, verify_che
 from broker.audit.records import RECORD_ENCODER, AuditEvent, make_record
 from broker.audit.remote import EVENT_DECODER, INBOX_DURABLE
 from broker.audit.snapshot import checked_proof
-from broker.bus import AUDIT_IN_STREAM, AUDIT_STREAM, Bus, pull_forever, translate_errors
 from broker.clock import rfc3339, utcnow
 from broker.errors import BrokerError, BusUnavailable
-from broker.metrics import Registry
+from broker.metrics.registry import Registry
+from broker.nats.bus import AUDIT_IN_STREAM, AUDIT_STREAM, Bus, pull_forever, translate_errors
 
 log = structlog.get_logger(__name__)
 

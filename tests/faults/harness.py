@@ -27,11 +27,11 @@ import msgspec
 from adapters.formats import codec_for
 from adapters.stub import StubNativeSystem
 from broker.client import GatewayClient, build_message, seal_message
-from broker.dispatcher import decisions
-from broker.pki import load_signing_key
-from broker.policy import Policy
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.dispatch.dispatcher import decisions
+from broker.identity.pki import load_signing_key
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
+from broker.policy.model import Policy
 from schemas.message import MESSAGE_DECODER
 
 SENDERS = {"nsatu-liaison": "NSATU", "eumam-liaison": "EUMAM", "udcg-liaison": "UDCG"}

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from adapters.stub import StubNativeSystem
-from broker.cluster import NatsCluster
-from broker.nats_auth import admin_access, ensure_nats_identities, nats_security
-from broker.natsd import NatsServer
-from broker.pki import ensure_defaults
-from broker.policy import load_policy
-from broker.state import StatePaths
+from broker.identity.pki import ensure_defaults
+from broker.identity.state import StatePaths
+from broker.nats.auth import admin_access, ensure_nats_identities, nats_security
+from broker.nats.cluster import NatsCluster
+from broker.nats.server import NatsServer
+from broker.policy.model import load_policy
 from tests.faults.harness import stubs_for
 
 ORGS = ("NSATU", "EUMAM", "UDCG")
@@ -98,7 +98,7 @@ class Split:
 
 def _cli(paths: StatePaths, *args: str) -> list[str]:
     """`broker --state <root> ARGS...` with this interpreter."""
-    return [sys.executable, "-m", "broker.cli", "--state", str(paths.root), *args]
+    return [sys.executable, "-m", "broker", "--state", str(paths.root), *args]
 
 
 def _broker(paths: StatePaths, *args: str) -> list[str]:

@@ -45,8 +45,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.clock import utcnow
 from broker.errors import PKIError, PolicyError
-from broker.labels import Clearance
-from broker.policy import (
+from broker.identity.state import StatePaths, write_private, write_public
+from broker.policy.model import (
     BROKER_SENDER,
     KEY_NAME_RE,
     PARTY_RE,
@@ -61,7 +61,7 @@ from broker.policy import (
     split_keyid,
     write_policy,
 )
-from broker.state import StatePaths, write_private, write_public
+from broker.rules.labels import Clearance
 from schemas.kinds import KINDS
 
 __all__ = [

@@ -24,7 +24,7 @@ from types import TracebackType
 import structlog
 
 from broker.aio import stop_task
-from broker.metrics import Registry
+from broker.metrics.registry import Registry
 
 log = structlog.get_logger(__name__)
 

@@ -32,14 +32,19 @@ from broker.audit.records import AuditSink
 from broker.audit.remote import RemoteAuditSink
 from broker.audit.snapshot import AuditSnapshot, RemoteAuditView
 from broker.audit.writer import AuditWriter, audit_subject
-from broker.bus import Bus, BusSettings
 from broker.client import GatewayClient
-from broker.cluster import NatsCluster
-from broker.dispatcher import Dispatcher
+from broker.dispatch.dispatcher import Dispatcher
 from broker.errors import BusUnavailable
-from broker.metrics import Registry
-from broker.metrics_share import MetricsShare
-from broker.nats_auth import (
+from broker.gateway.limiter import SharedRateLimiter
+from broker.gateway.operators import AuditApi, AuditView
+from broker.gateway.web import Gateway, build_app
+from broker.gateway.workers import GatewayWorkers, WorkerSettings
+from broker.identity.pki import ensure_defaults, load_signing_key
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context, server_context
+from broker.metrics.registry import Registry
+from broker.metrics.share import MetricsShare
+from broker.nats.auth import (
     NatsPolicyFollower,
     admin_access,
     duplicate_window_s,
@@ -47,16 +52,11 @@ from broker.nats_auth import (
     nats_security,
     service_for_bus,
 )
-from broker.nats_auth import bus_settings as nats_bus_settings
-from broker.natsd import NatsServer
-from broker.pki import ensure_defaults, load_signing_key
-from broker.policy import PolicyHolder
-from broker.ratelimit import SharedRateLimiter
-from broker.state import StatePaths
-from broker.tls import client_context, server_context
-from broker.web_audit import AuditApi, AuditView
-from broker.web_gateway import Gateway, build_app
-from broker.workers import GatewayWorkers, WorkerSettings
+from broker.nats.auth import bus_settings as nats_bus_settings
+from broker.nats.bus import Bus, BusSettings
+from broker.nats.cluster import NatsCluster
+from broker.nats.server import NatsServer
+from broker.policy.model import PolicyHolder
 
 log = structlog.get_logger(__name__)
 

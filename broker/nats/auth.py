@@ -56,7 +56,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from broker.aio import stop_task
 from broker.audit.remote import INBOX_DURABLE, inbox_subject
 from broker.audit.writer import audit_subject
-from broker.bus import (
+from broker.clock import utcnow
+from broker.errors import BusUnavailable, PKIError
+from broker.identity.pki import ROUTE_CN, ca_available, ensure_route_cert, load_ca, route_cert_paths
+from broker.identity.state import StatePaths, write_private, write_public
+from broker.identity.tls import client_context
+from broker.nats.bus import (
     ACCEPTED_STREAM,
     AUDIT_IN_STREAM,
     AUDIT_STREAM,
@@ -67,10 +72,8 @@ from broker.bus import (
     BusSettings,
     translate_errors,
 )
-from broker.clock import utcnow
-from broker.cluster import AdminAccess
-from broker.errors import BusUnavailable, PKIError
-from broker.natsd import (
+from broker.nats.cluster import AdminAccess
+from broker.nats.server import (
     NatsConfig,
     NatsPermissions,
     NatsSecurity,
@@ -79,10 +82,7 @@ from broker.natsd import (
     node_name,
     render_config,
 )
-from broker.pki import ROUTE_CN, ca_available, ensure_route_cert, load_ca, route_cert_paths
-from broker.policy import Policy, PolicyHolder
-from broker.state import StatePaths, write_private, write_public
-from broker.tls import client_context
+from broker.policy.model import Policy, PolicyHolder
 
 log = structlog.get_logger(__name__)
 
@@ -432,8 +432,8 @@ EXAMPLE_CLUSTER_PORTS: tuple[tuple[int, int], ...] = ((4222, 6222), (4223, 6223)
 
 def example_view() -> NatsView:
     """ICD §9's default policy, as NATS sees it."""
-    from broker.labels import Clearance
-    from broker.pki import DEFAULT_BROKER_NAME, DEFAULT_ORGANISATIONS, DEFAULT_SYSTEM_HIGH
+    from broker.identity.pki import DEFAULT_BROKER_NAME, DEFAULT_ORGANISATIONS, DEFAULT_SYSTEM_HIGH
+    from broker.rules.labels import Clearance
 
     return NatsView(
         instance=DEFAULT_BROKER_NAME,
@@ -556,7 +556,7 @@ def issue_nats_identity(
 def ensure_nats_identities(paths: StatePaths, policy: Policy | NatsView, *, route: bool = False) -> list[str]:
     """Issue every missing, expired or foreign NATS service certificate; return what was made (paths
     relative to the state folder). Without the CA key (an outside CA) the files must be in place.
-    `route`: also the cluster route certificate `pki/route.crt` (what a cluster needs, `broker.pki`)."""
+    `route`: also the cluster route certificate `pki/route.crt` (what a cluster needs)."""
     view = policy if isinstance(policy, NatsView) else NatsView.of(policy)
     made: list[str] = []
     if route:

@@ -30,14 +30,14 @@ from broker.audit.leaves import AuditFilesError
 from broker.audit.note import Checkpoint, MalformedNote, parse_checkpoint
 from broker.audit.records import RECORD_DECODER, AuditEvent, AuditRecord
 from broker.audit.writer import last_seq_of, split_lines
-from broker.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus
 from broker.clock import rfc3339, utcnow
+from broker.dsse import b64decode_any
 from broker.errors import BusUnavailable, Problem
-from broker.intake import accepted_subject, parse_created
-from broker.labels import RANK, decide, label_marking
-from broker.policy import Operator, Policy
-from broker.signing import b64decode_any
-from broker.web_gateway import PolicySource, client_identity
+from broker.gateway.web import PolicySource, client_identity
+from broker.nats.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus
+from broker.policy.model import Operator, Policy
+from broker.rules.intake import accepted_subject, parse_created
+from broker.rules.labels import RANK, decide, label_marking
 from schemas.message import ENVELOPE_DECODER, MESSAGE_DECODER
 
 log = structlog.get_logger(__name__)

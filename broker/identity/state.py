@@ -7,7 +7,7 @@
      ├── identities/<id>/tls.crt, tls.key        mutual-TLS client certificate (CN = id), key 0600
      ├── identities/<id>/signing.key, keyid      Ed25519 signing key (PKCS#8 PEM, 0600) and key id
      ├── identities/broker/signing.key, keyid    the broker's countersigning key (`broker:<name>`)
-     ├── policy.toml                     the policy (broker.policy)
+     ├── policy.toml                     the policy (broker.policy.model)
      ├── nats/                           the embedded NATS server's data
      └── audit/                          the audit log's files
 

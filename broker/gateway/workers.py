@@ -7,7 +7,7 @@ connections over them. Each worker is a whole gateway (every ICD §6 route, the 
 included) with its own NATS connection; what must be one across workers is shared outside them:
 
 - duplicates and id conflicts are decided by JetStream (`Nats-Msg-Id`, then the stored digest);
-- a sender's rate limit is one token bucket in a file all workers map (`broker.ratelimit`);
+- a sender's rate limit is one token bucket in a file all workers map (`broker.gateway.limiter`);
 - audit events go to the one writer through `COORD_AUDIT_IN` (`RemoteAuditSink`), and checkpoints
   and proofs are read from the files the writer keeps (`broker.audit.snapshot`).
 
@@ -129,7 +129,7 @@ class GatewayWorkers:
         return [
             sys.executable,
             "-m",
-            "broker.cli",
+            "broker",
             "--state",
             str(s.state),
             "run",

@@ -66,8 +66,8 @@ from typing import Any, NoReturn
 import structlog
 
 from broker.errors import PolicyError
-from broker.labels import Clearance
-from broker.state import write_public
+from broker.identity.state import write_public
+from broker.rules.labels import Clearance
 from schemas.kinds import KINDS
 
 __all__ = [
@@ -740,7 +740,7 @@ def _b64encode(data: bytes) -> str:
 def render_policy(policy: Policy) -> str:
     """The policy as TOML text in the documented shape; `parse_policy(render_policy(p)) == p`."""
     lines = [
-        "# Coordination broker policy (ICD §9), written by broker.policy.render_policy.",
+        "# Coordination broker policy (ICD §9), written by broker.policy.model.render_policy.",
         "# A running broker picks up edits; a malformed or inconsistent file is refused whole",
         "# and the policy in force is kept.",
         "",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shlex
 
 from broker.client import build_message, seal_message
-from broker.pki import load_signing_key
-from broker.state import StatePaths
+from broker.identity.pki import load_signing_key
+from broker.identity.state import StatePaths
 
 EXAMPLE_SENDER = "nsatu-liaison"
 

@@ -29,7 +29,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from broker.aio import stop_task
 from broker.audit.records import AuditEvent, AuditSink
-from broker.bus import (
+from broker.clock import rfc3339, utcnow
+from broker.dsse import b64decode_any, b64encode, pae, sign, verify_raw
+from broker.errors import BusUnavailable
+from broker.gateway.web import PolicySource
+from broker.metrics.registry import Registry
+from broker.nats.bus import (
     ACCEPTED_STREAM,
     DISPATCH_DURABLE,
     HDR_DIGEST,
@@ -41,13 +46,8 @@ from broker.bus import (
     pull_forever,
     translate_errors,
 )
-from broker.clock import rfc3339, utcnow
-from broker.errors import BusUnavailable
-from broker.labels import RANK, decide
-from broker.metrics import Registry
-from broker.policy import Policy
-from broker.signing import b64decode_any, b64encode, pae, sign, verify_raw
-from broker.web_gateway import PolicySource
+from broker.policy.model import Policy
+from broker.rules.labels import RANK, decide
 from schemas.message import ENVELOPE_DECODER, MESSAGE_DECODER, Envelope, Message
 
 log = structlog.get_logger(__name__)

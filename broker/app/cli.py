@@ -20,7 +20,7 @@ DEFAULT_STATE = Path(".broker")
 
 
 def _state(args: argparse.Namespace) -> Any:
-    from broker.state import StatePaths
+    from broker.identity.state import StatePaths
 
     return StatePaths(Path(args.state))
 
@@ -49,7 +49,7 @@ def _workers(n: int) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from broker import logs
-    from broker.service import SystemOptions
+    from broker.app.system import SystemOptions
 
     logs.configure(console=True)
     opts = SystemOptions(
@@ -63,8 +63,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 async def _up(args: argparse.Namespace, opts: Any) -> int:
-    from broker.examples import example_curl
-    from broker.service import System
+    from broker.app.examples import example_curl
+    from broker.app.system import System
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,7 +90,7 @@ async def _up(args: argparse.Namespace, opts: Any) -> int:
         print("post a signed message (valid for 10 minutes; a second post answers 200 duplicate):", file=out)
         print(example_curl(system.paths, system.gateway_url), file=out)
         if args.demo:
-            from broker.demo import run_demo
+            from broker.app.demo import run_demo
 
             await run_demo(system, out)
         if args.exit_after_demo:
@@ -108,7 +108,7 @@ async def _up(args: argparse.Namespace, opts: Any) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """One part of the system in this process, against external NATS: what the fault suite kills."""
     from broker import logs
-    from broker.service import ORGANISATIONS, SystemOptions
+    from broker.app.system import ORGANISATIONS, SystemOptions
 
     logs.configure(console=False)
     part = args.part
@@ -152,7 +152,7 @@ def _on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 
 
 async def _run_part(opts: Any, *, stop_on_stdin_eof: bool = False) -> int:
-    from broker.service import System
+    from broker.app.system import System
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -177,9 +177,9 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 async def _send(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     from broker.client import GatewayClient, build_message, seal_message
-    from broker.pki import load_signing_key
-    from broker.policy import load_policy
-    from broker.tls import client_context
+    from broker.identity.pki import load_signing_key
+    from broker.identity.tls import client_context
+    from broker.policy.model import load_policy
 
     paths = _state(args)
     policy = load_policy(paths.policy)
@@ -209,7 +209,7 @@ async def _send(args: argparse.Namespace, doc: dict[str, Any]) -> int:
 
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
-    from broker.pki import ensure_server_cert, init_ca
+    from broker.identity.pki import ensure_server_cert, init_ca
 
     paths = _state(args)
     made = init_ca(paths)
@@ -220,7 +220,7 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
-    from broker.pki import new_operator, new_sender
+    from broker.identity.pki import new_operator, new_sender
 
     paths = _state(args)
     if args.operator:
@@ -239,8 +239,8 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def _ensure_nats_identities(paths: Any) -> None:
-    from broker.nats_auth import ensure_nats_identities
-    from broker.policy import load_policy
+    from broker.nats.auth import ensure_nats_identities
+    from broker.policy.model import load_policy
 
     for made in ensure_nats_identities(paths, load_policy(paths.policy)):
         print(f"NATS identity made: {made}")
@@ -248,8 +248,8 @@ def _ensure_nats_identities(paths: Any) -> None:
 
 def cmd_nats_config(args: argparse.Namespace) -> int:
     """Print the NATS config generated from the policy (TLS, one user per service, permissions)."""
-    from broker.nats_auth import render_nats_config
-    from broker.policy import load_policy
+    from broker.nats.auth import render_nats_config
+    from broker.policy.model import load_policy
 
     paths = _state(args)
     host, _, port = args.listen.rpartition(":")
@@ -270,9 +270,9 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
 
 async def _read_live_log(paths: Any, nats_url: str | None) -> list[bytes]:
     from broker.audit.writer import read_log
-    from broker.bus import Bus
-    from broker.nats_auth import READER, bus_settings
-    from broker.policy import load_policy
+    from broker.nats.auth import READER, bus_settings
+    from broker.nats.bus import Bus
+    from broker.policy.model import load_policy
 
     instance = load_policy(paths.policy).name
     url = nats_url or _run_file(paths, "nats.url").read_text().strip()
@@ -313,7 +313,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from broker.audit.verify import VerifyError, verify_export
-    from broker.policy import load_policy
+    from broker.policy.model import load_policy
 
     paths = _state(args)
     policy = load_policy(paths.policy)
@@ -347,7 +347,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from broker.tail import run_tail
+    from broker.app.tail import run_tail
 
     paths = _state(args)
     try:
@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--no-follow", action="store_true")
     tail.add_argument("--url")
     tail.set_defaults(func=cmd_tail)
-    from broker.bench import add_bench_parser
+    from broker.bench.run import add_bench_parser
 
     add_bench_parser(sub)
     return p

@@ -32,10 +32,10 @@ from typing import Any
 
 import msgspec
 
+from broker.dsse import b64decode_any, pae, verify_raw
 from broker.errors import Problem
-from broker.labels import RANK, label_problems
-from broker.policy import Policy
-from broker.signing import b64decode_any, pae, verify_raw
+from broker.policy.model import Policy
+from broker.rules.labels import RANK, label_problems
 from schemas.message import ENVELOPE_DECODER, MESSAGE_DECODER, PAYLOAD_TYPE, Envelope, Message
 
 

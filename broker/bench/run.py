@@ -13,7 +13,7 @@ Everything runs on this machine, in a temp folder, with the same message bytes (
 * audit verification over a generated export (signed checkpoints every 1000 records).
 
 The load generator is this process; the broker and the baselines' servers run in child processes
-started with `python -m broker.bench --serve ...`, so client and server do not share an event loop.
+started with `python -m broker.bench.run --serve ...`, so client and server do not share an event loop.
 Speed is only reported, never asserted: figures are ratios against baselines measured in the same run.
 """
 
@@ -171,9 +171,9 @@ def _say(text: str) -> None:
 
 def prepare_state(root: Path) -> None:
     """The dev PKI and policy `broker up` makes, plus a bench sender of NSATU with a high rate limit."""
-    from broker.pki import ensure_defaults, new_sender
-    from broker.policy import load_policy, write_policy
-    from broker.state import StatePaths
+    from broker.identity.pki import ensure_defaults, new_sender
+    from broker.identity.state import StatePaths
+    from broker.policy.model import load_policy, write_policy
 
     paths = StatePaths(root)
     ensure_defaults(paths)
@@ -187,8 +187,8 @@ class Sealer:
     """Signed envelopes of the bench sender; each call makes fresh ids and `created` times."""
 
     def __init__(self, root: Path) -> None:
-        from broker.pki import load_signing_key
-        from broker.state import StatePaths
+        from broker.identity.pki import load_signing_key
+        from broker.identity.state import StatePaths
 
         self.paths = StatePaths(root)
         self.keyid, self.key = load_signing_key(self.paths, BENCH_SENDER)
@@ -205,7 +205,7 @@ class Sealer:
         return out
 
     def client_ssl(self) -> ssl.SSLContext:
-        from broker.tls import client_context
+        from broker.identity.tls import client_context
 
         p = self.paths
         return client_context(p.ca_crt, p.tls_crt(BENCH_SENDER), p.tls_key(BENCH_SENDER))
@@ -301,7 +301,7 @@ def _timed_stub_class() -> type[Any]:
 
 
 async def _serve_broker(state: Path, ready: Path, workers: int = 0) -> None:
-    import broker.service as service
+    import broker.app.system as service
     from broker import logs
 
     logs.configure(console=False, level=logging.WARNING)
@@ -363,7 +363,7 @@ async def _serve_broker(state: Path, ready: Path, workers: int = 0) -> None:
 async def _serve_gateway(state: Path, ready: Path, workers: int) -> None:
     """Ingest only, for the scaling figure: the gateway in `workers` processes, the audit writer and
     NATS; no dispatcher, no adapters (their work does not grow with gateway processes)."""
-    import broker.service as service
+    import broker.app.system as service
     from broker import logs
 
     logs.configure(console=False, level=logging.WARNING)
@@ -380,8 +380,8 @@ async def _serve_gateway(state: Path, ready: Path, workers: int) -> None:
 
 async def _serve_bare(state: Path, ready: Path) -> None:
     """The baseline: aiohttp over the same mutual TLS, a handler that reads the body and answers 202."""
-    from broker.state import StatePaths
-    from broker.tls import server_context
+    from broker.identity.state import StatePaths
+    from broker.identity.tls import server_context
 
     paths = StatePaths(state)
 
@@ -409,13 +409,13 @@ async def _serve_bare(state: Path, ready: Path) -> None:
 async def child(
     kind: str, state: Path, work: Path, timeout: float = 90.0, *, workers: int = 0
 ) -> AsyncIterator[dict[str, Any]]:
-    """Start `python -m broker.bench --serve KIND` and yield what it reports once ready."""
+    """Start `python -m broker.bench.run --serve KIND` and yield what it reports once ready."""
     ready = work / f"{kind}.ready.json"
     ready.unlink(missing_ok=True)
     logf = (work / f"{kind}.log").open("ab")
     proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own interpreter and module
         [
-            *(sys.executable, "-m", "broker.bench", "--serve", kind),
+            *(sys.executable, "-m", "broker.bench.run", "--serve", kind),
             *("--state", str(state), "--ready", str(ready), "--gateway-workers", str(workers)),
         ],
         stdout=logf,
@@ -514,7 +514,7 @@ def verify_rates(n: int, envelope: bytes, root: Path) -> tuple[float, float]:
     import nacl.signing
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from broker.signing import b64decode_any, pae
+    from broker.dsse import b64decode_any, pae
     from schemas.message import ENVELOPE_DECODER
 
     env = ENVELOPE_DECODER.decode(envelope)
@@ -545,10 +545,10 @@ async def raw_nats(work: Path, state: Path, envelope: bytes, sc: Scale) -> tuple
     from nats.js.api import StorageType, StreamConfig
 
     from broker.client import uuid7
-    from broker.nats_auth import bus_settings, issue_nats_identity, nats_security, nats_user
-    from broker.natsd import NatsPermissions, NatsServer, NatsUser
-    from broker.policy import load_policy
-    from broker.state import StatePaths
+    from broker.identity.state import StatePaths
+    from broker.nats.auth import bus_settings, issue_nats_identity, nats_security, nats_user
+    from broker.nats.server import NatsPermissions, NatsServer, NatsUser
+    from broker.policy.model import load_policy
 
     paths = StatePaths(state)
     issue_nats_identity(paths, RAW_IDENTITY)
@@ -612,9 +612,9 @@ def generate_export(path: Path, root: Path, records: int) -> tuple[dict[str, Any
     from broker.audit.note import Checkpoint, sign_checkpoint
     from broker.audit.records import RECORD_ENCODER, AuditEvent, make_record
     from broker.client import uuid7
-    from broker.pki import load_signing_key
-    from broker.policy import load_policy
-    from broker.state import StatePaths
+    from broker.identity.pki import load_signing_key
+    from broker.identity.state import StatePaths
+    from broker.policy.model import load_policy
     from schemas.label import Label
 
     paths = StatePaths(root)
@@ -1052,7 +1052,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _serve_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="broker.bench")
+    p = argparse.ArgumentParser(prog="broker.bench.run")
     p.add_argument("--serve", choices=("broker", "bare", "gateway1", "gateway2"), required=True)
     p.add_argument("--state", required=True)
     p.add_argument("--ready", required=True)

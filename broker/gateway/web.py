@@ -20,14 +20,14 @@ import structlog
 from aiohttp import web
 
 from broker.audit.records import AuditEvent, AuditSink
-from broker.bus import ACCEPTED_STREAM, HDR_DIGEST, HDR_RECEIVED, HDR_SENDER, Bus
 from broker.clock import rfc3339, utcnow
 from broker.errors import BusUnavailable, Problem
-from broker.intake import Admitted, Intake, Partial, Refused
-from broker.metrics import Registry
-from broker.policy import Policy
-from broker.ratelimit import Limiter, RateLimiter
-from broker.web_problems import problem_middleware, problem_response
+from broker.gateway.limiter import Limiter, RateLimiter
+from broker.gateway.problems import problem_middleware, problem_response
+from broker.metrics.registry import Registry
+from broker.nats.bus import ACCEPTED_STREAM, HDR_DIGEST, HDR_RECEIVED, HDR_SENDER, Bus
+from broker.policy.model import Policy
+from broker.rules.intake import Admitted, Intake, Partial, Refused
 from schemas.export import all_schemas
 
 log = structlog.get_logger(__name__)

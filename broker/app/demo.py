@@ -20,13 +20,13 @@ from broker.audit.records import RECORD_DECODER
 from broker.audit.writer import read_log, split_lines
 from broker.client import GatewayClient, build_message, seal_message, uuid7
 from broker.clock import rfc3339, utcnow
-from broker.labels import label_marking
-from broker.pki import load_signing_key
-from broker.tls import client_context
+from broker.identity.pki import load_signing_key
+from broker.identity.tls import client_context
+from broker.rules.labels import label_marking
 from schemas.label import Label
 
 if TYPE_CHECKING:
-    from broker.service import System
+    from broker.app.system import System
 
 
 @dataclass(frozen=True, slots=True)
