@@ -36,8 +36,8 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.formats import CODECS, MAX_NATIVE_BYTES, NativeFormatError
-from broker.errors import MarkingError
+from adapters.formats import CODECS, MAX_NATIVE_BYTES
+from broker.errors import MarkingError, NativeFormatError
 
 __all__ = ["Document", "StubNativeSystem"]
 

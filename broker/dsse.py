@@ -1,7 +1,9 @@
-"""DSSE v1 (ICD §4): PAE, base64 in either alphabet, Ed25519 signing and verification.
+"""DSSE v1 (ICD §4): PAE, base64 in either alphabet, Ed25519 signing and verification, and opening an
+envelope into its message.
 
 Bytes are signed, never structures: a verifier checks the exact payload bytes carried and only
-then lets anything parse them.
+then lets anything parse them. The rules of who must have signed what (inbound, at rest, at delivery)
+are in `broker.rules.signatures`; this module holds the primitives they share.
 """
 
 from __future__ import annotations
@@ -9,14 +11,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
+import msgspec
 import nacl.bindings
 import nacl.exceptions
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.errors import SignatureError
+from broker.errors import UnreadableEnvelope
+from schemas.message import ENVELOPE_DECODER, MESSAGE_DECODER, Envelope, Message
 
 _STD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 _URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -87,45 +90,27 @@ def sign(private_key: Ed25519PrivateKey, payload_type: str, payload: bytes) -> b
     return private_key.sign(pae(payload_type, payload))
 
 
-@dataclass(frozen=True, slots=True)
-class RawSignature:
-    keyid: str | None
-    sig: str  # base64 as carried
+def is_valid_public_key(raw: bytes) -> bool:
+    """True iff `raw` is the canonical encoding of an Ed25519 point of the prime-order subgroup (not of
+    small or mixed order): libsodium's `crypto_core_ed25519_is_valid_point`. No honest key generator
+    makes any other point, so the policy refuses them at load time."""
+    return len(raw) == 32 and bool(nacl.bindings.crypto_core_ed25519_is_valid_point(raw))
 
 
-def verify_threshold(
-    payload_type: str,
-    payload_b64: str,
-    signatures: Sequence[RawSignature],
-    trusted: Mapping[str, bytes],
-    *,
-    threshold: int,
-    supported_types: Iterable[str],
-) -> bytes:
-    """General DSSE verification: returns the payload bytes once `threshold` distinct trusted keys
-    signed it. A signature with a key id is checked against that key only; without one, against
-    every trusted key. Raises SignatureError otherwise."""
-    if not payload_type or payload_type not in set(supported_types):
-        raise SignatureError("unsupported payload type")
+class Opened(NamedTuple):
+    """An envelope read back: the envelope, its payload bytes (as signed) and their reading."""
+
+    envelope: Envelope
+    payload: bytes
+    message: Message
+
+
+def open_envelope(data: bytes) -> Opened:
+    """Read stored or delivered envelope bytes into (envelope, payload, message); `UnreadableEnvelope`
+    when they are not a DSSE envelope of a valid message. Signatures are not checked here."""
     try:
-        payload = b64decode_any(payload_b64)
-    except ValueError as exc:
-        raise SignatureError(f"payload: {exc}") from None
-    message = pae(payload_type, payload)
-    signers: set[str] = set()
-    for s in signatures:
-        try:
-            sig = b64decode_any(s.sig)
-        except ValueError:
-            continue
-        candidates = [s.keyid] if s.keyid is not None else list(trusted)
-        for name in candidates:
-            key = trusted.get(name) if name is not None else None
-            if key is not None and name not in signers and verify_raw(key, sig, message):
-                signers.add(name)
-                break
-    if len(signers) < threshold:
-        raise SignatureError(
-            f"{len(signers)} valid signature(s) from distinct trusted keys; need {threshold}"
-        )
-    return payload
+        env = ENVELOPE_DECODER.decode(data)
+        payload = b64decode_any(env.payload)
+        return Opened(env, payload, MESSAGE_DECODER.decode(payload))
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise UnreadableEnvelope("not a DSSE envelope of a valid message") from exc

@@ -10,17 +10,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.ids import Date, Nation
+
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 LongText = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Quantity = Annotated[int, msgspec.Meta(ge=0)]
-Nation = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
-Date = Annotated[
-    str,
-    msgspec.Meta(
-        pattern=r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2}))?$",
-        description="RFC 3339 date or date-time",
-    ),
-]
 
 
 class _Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

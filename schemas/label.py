@@ -11,11 +11,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.ids import Caveat, OrgCode
+
 Policy = Literal["NATO", "EU"]
 Classification = Literal["UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET", "TOP SECRET"]
-
-OrgCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9]{1,15}$")]
-Caveat = Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9-]{1,31}$")]
 
 
 class Label(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -10,6 +10,7 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
+from schemas.ids import MessageId, OrgCode, PartyId, Timestamp
 from schemas.kinds import (
     BODY_TYPES,
     CapabilityPledge,
@@ -20,26 +21,9 @@ from schemas.kinds import (
     TrainingOffer,
     TrainingRequest,
 )
-from schemas.label import Label, OrgCode
+from schemas.label import Label
 
 PAYLOAD_TYPE = "application/vnd.coord.message+json; version=1"
-
-MessageId = Annotated[
-    str,
-    msgspec.Meta(
-        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
-        description="RFC 9562 UUID, lowercase canonical text",
-    ),
-]
-SenderId = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{2,62}$")]
-KeyId = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{2,62}:[A-Za-z0-9._-]{1,64}$", max_length=128)]
-Timestamp = Annotated[
-    str,
-    msgspec.Meta(
-        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$",
-        description="RFC 3339 UTC with Z",
-    ),
-]
 
 
 class _Message(
@@ -57,7 +41,7 @@ class _Message(
     id: MessageId
     version: Literal[1]
     originator: OrgCode
-    sender: SenderId
+    sender: PartyId
     created: Timestamp
     label: Label
     in_reply_to: MessageId | None = None

@@ -9,33 +9,24 @@ credentials to a system's embedded (locked-down) NATS inspect it as that system'
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
 
 import pytest
 import pytest_asyncio
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.app.system import System, SystemOptions
-from broker.client import GatewayClient, build_message, seal_message
-from broker.identity.pki import ensure_defaults, load_signing_key, new_operator, new_sender
+from broker.client import GatewayClient
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
-from broker.nats.auth import ADMIN, issue_nats_identity, nats_security, nats_user
-from broker.nats.auth import bus_settings as nats_bus_settings
-from broker.nats.bus import ACCEPTED_STREAM, Bus, BusSettings
-from broker.nats.server import NatsPermissions, NatsServer, NatsUser
-from broker.policy.model import load_policy
-
-LABEL_NR = {
-    "policy": "NATO",
-    "classification": "RESTRICTED",
-    "releasable_to": ["EUMAM", "NSATU"],
-    "caveats": [],
-}
-STATUS_BODY = {"topic": "Hub Rzeszow", "state": "GREEN", "summary": "Nominal."}
-
+from broker.nats.bus import Bus, BusSettings
+from broker.nats.config import NatsPermissions, NatsUser
+from broker.nats.names import ADMIN, nats_user
+from broker.nats.security import issue_nats_identity, nats_security
+from broker.nats.server import NatsServer
+from broker.nats.settings import bus_settings as nats_bus_settings
+from broker.policy.admin import new_operator, new_sender
+from broker.policy.defaults import ensure_defaults
+from broker.policy.loader import load_policy
 
 INSPECTOR = "tests-inspector"
 #: Tests only, never in a generated config: everything but the system account.
@@ -108,13 +99,6 @@ async def bus(nats_server: NatsServer, state: StatePaths) -> AsyncIterator[Bus]:
         yield b
 
 
-Signer = tuple[str, Ed25519PrivateKey]
-
-
-def signer(state: StatePaths, ident: str) -> Signer:
-    return load_signing_key(state, ident)
-
-
 ClientFactory = Callable[[str], Awaitable[GatewayClient]]
 
 
@@ -133,37 +117,3 @@ async def client_for(system: System, state: StatePaths) -> AsyncIterator[ClientF
         await c.aclose()
 
 
-def message(
-    sender: str = "nsatu-liaison",
-    originator: str = "NSATU",
-    kind: str = "status.update",
-    label: dict[str, Any] | None = None,
-    body: dict[str, Any] | None = None,
-    **kw: Any,
-) -> dict[str, Any]:
-    return build_message(
-        kind=kind,
-        sender=sender,
-        originator=originator,
-        label=label or LABEL_NR,
-        body=body or STATUS_BODY,
-        **kw,
-    )
-
-
-def sealed(state: StatePaths, msg: dict[str, Any], ident: str | None = None) -> bytes:
-    keyid, key = signer(state, ident or msg["sender"])
-    return seal_message(msg, keyid, key)
-
-
-async def accepted_last_seq(bus: Bus) -> int:
-    return await bus.last_seq(ACCEPTED_STREAM)
-
-
-async def eventually(pred: Callable[[], bool], timeout: float = 15.0, step: float = 0.05) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(step)

@@ -23,15 +23,18 @@ from adapters.formats import NativeMessage, codec_for
 from adapters.runtime import Adapter
 from adapters.stub import StubNativeSystem
 from broker.app.system import System, SystemOptions
-from broker.audit.writer import read_log, split_lines
+from broker.audit.reader import read_log, split_lines
 from broker.client import GatewayClient
 from broker.dispatch.dispatcher import countersign
-from broker.identity.pki import load_signing_key
+from broker.identity.keys import load_signing_key
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
-from broker.nats.bus import AUDIT_STREAM, DEAD_STREAM, DELIVERY_STREAM, HDR_DIGEST, Bus
+from broker.nats.bus import Bus
+from broker.nats.names import AUDIT_STREAM, DEAD_STREAM, DELIVERY_STREAM, HDR_DIGEST
 from schemas.message import ENVELOPE_DECODER
-from tests.conftest import STATUS_BODY, ClientFactory, eventually, message, sealed
+from tests.conftest import ClientFactory
+from tests.support.messages import STATUS_BODY, message, sealed
+from tests.support.waiting import eventually
 
 NR_ALL = {
     "policy": "NATO",

@@ -23,14 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import broker.audit.leaves as leaves_mod
 import broker.audit.merkle as merkle_mod
-from broker.audit.leaves import (
-    LEAVES_NAME,
-    NOTE_NAME,
-    AuditFilesError,
-    LeafFile,
-    LeafHashes,
-    write_note,
-)
+from broker.audit.leaves import LEAVES_NAME, NOTE_NAME, LeafFile, LeafHashes, write_note
 from broker.audit.merkle import (
     CompactRange,
     consistency_proof,
@@ -39,17 +32,20 @@ from broker.audit.merkle import (
     verify_inclusion,
 )
 from broker.audit.note import Checkpoint, sign_checkpoint
+from broker.audit.reader import read_log, split_lines
 from broker.audit.records import AuditEvent
 from broker.audit.snapshot import AuditSnapshot, RemoteAuditView
-from broker.audit.writer import AuditWriter, read_log, split_lines
-from broker.errors import Problem
+from broker.audit.writer import AuditWriter
+from broker.errors import AuditFilesError, Problem
 from broker.gateway.operators import AuditApi
-from broker.identity.pki import ensure_defaults, load_signing_key
+from broker.identity.keys import load_signing_key
 from broker.identity.state import StatePaths
 from broker.metrics.registry import Registry
 from broker.nats.bus import Bus, BusSettings
 from broker.nats.server import NatsServer
-from broker.policy.model import Policy, load_policy
+from broker.policy.defaults import ensure_defaults
+from broker.policy.loader import load_policy
+from broker.policy.model import Policy
 
 VECTORS = Path(__file__).parent / "data" / "merkle"
 #: the RFC 6962 test tree's leaf inputs (the tree the shared vectors' happy paths are over)

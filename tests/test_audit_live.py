@@ -16,17 +16,23 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from broker.app.system import System, SystemOptions
 from broker.audit.merkle import leaf_hash, verify_inclusion
 from broker.audit.note import verify_checkpoint
-from broker.audit.verify import RecordEdited, verify_export
-from broker.audit.writer import AuditWriter, read_log, split_lines
+from broker.audit.reader import read_log, split_lines
+from broker.audit.verify import verify_export
+from broker.audit.writer import AuditWriter
 from broker.client import GatewayClient
-from broker.identity.pki import ensure_defaults, load_signing_key
+from broker.errors import RecordEdited
+from broker.identity.keys import load_signing_key
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
 from broker.metrics.registry import Registry
-from broker.nats.bus import AUDIT_STREAM, Bus, BusSettings
+from broker.nats.bus import Bus, BusSettings
+from broker.nats.names import AUDIT_STREAM
 from broker.nats.server import NatsServer
-from broker.policy.model import load_policy
-from tests.conftest import ClientFactory, eventually, message, sealed
+from broker.policy.defaults import ensure_defaults
+from broker.policy.loader import load_policy
+from tests.conftest import ClientFactory
+from tests.support.messages import message, sealed
+from tests.support.waiting import eventually
 
 
 def _trusted(state: StatePaths) -> tuple[dict[str, Ed25519PublicKey], str]:

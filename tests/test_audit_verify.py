@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.audit.merkle import CompactRange, leaf_hash
 from broker.audit.note import Checkpoint, sign_checkpoint
-from broker.audit.verify import (
+from broker.audit.verify import verify_export
+from broker.errors import (
     BadCheckpointSignature,
     Equivocation,
     LogTruncated,
@@ -22,7 +23,6 @@ from broker.audit.verify import (
     RecordReordered,
     UnknownCheckpointKey,
     VerifyError,
-    verify_export,
 )
 
 ORIGIN = "broker.example/audit"

@@ -12,10 +12,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.app.system import System
 from broker.audit.note import Checkpoint, parse_checkpoint, sign_checkpoint
-from broker.identity.pki import load_signing_key
+from broker.identity.keys import load_signing_key
 from broker.identity.state import StatePaths
 from broker.nats.server import NatsServer
-from tests.conftest import ClientFactory, eventually, message, sealed
+from tests.conftest import ClientFactory
+from tests.support.messages import message, sealed
+from tests.support.waiting import eventually
 
 BROKER = [sys.executable, "-m", "broker"]
 

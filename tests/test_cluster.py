@@ -31,41 +31,40 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from broker.identity import pki
 from broker.errors import BusUnavailable
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
-from broker.nats.auth import (
-    ADMIN,
-    GATEWAY,
-    ROUTE_USER,
-    NatsView,
-    admin_access,
-    bus_settings,
-    credential_paths,
-    ensure_nats_identities,
-    example_cluster_config,
-    inbox_prefix,
-    kv_stream,
-    nats_security,
-    permissions,
-    provision,
-    render_nats_cluster_config,
-    services,
-)
-from broker.nats.bus import (
+from broker.identity.x509 import ensure_route_cert, init_ca, load_ca, route_cert_paths
+from broker.nats.bus import Bus
+from broker.nats.cluster import NatsCluster, free_ports, lagging_replicas
+from broker.nats.config import cluster_routes, render_config
+from broker.nats.names import (
     ACCEPTED_STREAM,
+    ADMIN,
     AUDIT_IN_STREAM,
     AUDIT_STREAM,
     DEAD_STREAM,
     DELIVERY_STREAM,
+    GATEWAY,
     MSG_ID,
-    Bus,
+    inbox_prefix,
+    kv_stream,
 )
-from broker.nats.cluster import NatsCluster, free_ports, lagging_replicas
-from broker.nats.server import NatsServer, cluster_routes, render_config
-from broker.policy.model import load_policy
-from tests.conftest import eventually
+from broker.nats.permissions import NatsView, permissions, services
+from broker.nats.provision import provision
+from broker.nats.security import (
+    ROUTE_USER,
+    credential_paths,
+    ensure_nats_identities,
+    example_cluster_config,
+    nats_security,
+    render_nats_cluster_config,
+)
+from broker.nats.server import NatsServer
+from broker.nats.settings import admin_access, bus_settings
+from broker.policy.defaults import ensure_defaults
+from broker.policy.loader import load_policy
+from tests.support.waiting import eventually
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "nats-cluster-node-1.conf"
 SUBJECT = "coord.msg.0.NSATU.status.update"  # the gateway may publish it (rank 0, NSATU)
@@ -74,18 +73,18 @@ SUBJECT = "coord.msg.0.NSATU.status.update"  # the gateway may publish it (rank 
 def test_deploy_cluster_example_is_the_generated_config() -> None:
     assert DEPLOY.read_text(encoding="utf-8") == example_cluster_config(1), (
         "deploy/nats-cluster-node-1.conf is stale: regenerate it with "
-        "broker.nats.auth.example_cluster_config(1)"
+        "broker.nats.security.example_cluster_config(1)"
     )
 
 
 def test_route_certificate_serves_and_dials(tmp_path: Path) -> None:
     paths = StatePaths(tmp_path)
-    pki.ensure_defaults(paths)
+    ensure_defaults(paths)
     server = x509.load_pem_x509_certificate(paths.server_crt.read_bytes())
     server_ekus = list(server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     assert server_ekus == [ExtendedKeyUsageOID.SERVER_AUTH]  # hence a route certificate of its own
-    assert pki.ensure_route_cert(paths) and not pki.ensure_route_cert(paths)
-    crt, key = pki.route_cert_paths(paths)
+    assert ensure_route_cert(paths) and not ensure_route_cert(paths)
+    crt, key = route_cert_paths(paths)
     cert = x509.load_pem_x509_certificate(crt.read_bytes())
     ekus = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     assert ekus == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
@@ -103,7 +102,7 @@ def test_route_certificate_serves_and_dials(tmp_path: Path) -> None:
 
 def test_bus_settings_take_a_seed_list(tmp_path: Path) -> None:
     paths = StatePaths(tmp_path)
-    pki.ensure_defaults(paths)
+    ensure_defaults(paths)
     ensure_nats_identities(paths, load_policy(paths.policy))
     seeds = ("tls://127.0.0.1:4222", "tls://127.0.0.1:4223", "tls://127.0.0.1:4224")
     for given in (seeds, ",".join(seeds)):
@@ -144,7 +143,7 @@ def test_only_the_admin_may_step_down_a_leader() -> None:
 @pytest.fixture(scope="module")
 def cpaths(tmp_path_factory: pytest.TempPathFactory) -> StatePaths:
     paths = StatePaths(tmp_path_factory.mktemp("cluster-state"))
-    pki.ensure_defaults(paths)
+    ensure_defaults(paths)
     made = ensure_nats_identities(paths, load_policy(paths.policy), route=True)
     assert "pki/route.crt" in made and "pki/route.key" in made
     return paths
@@ -231,7 +230,7 @@ async def test_three_nodes_form_over_tls_routes(cluster: NatsCluster, cpaths: St
         assert conf == render_config(n.server.cfg)
         assert f'server_name: "{n.name}"' in conf and "sync_interval: always" in conf
         assert f'listen: "127.0.0.1:{n.route_port}"' in conf and "verify_and_map: true" in conf
-        assert f'user: "{ROUTE_USER}"' in conf and str(pki.route_cert_paths(cpaths)[0]) in conf
+        assert f'user: "{ROUTE_USER}"' in conf and str(route_cert_paths(cpaths)[0]) in conf
         assert n.server.cfg.cluster == cluster_routes(n.index, [m.route_port for m in cluster.nodes])
     # what NatsCluster runs is what `render_nats_cluster_config` prints (but the folders)
     first = cluster.nodes[0]
@@ -461,7 +460,7 @@ async def test_a_policy_change_reloads_every_node(
 
 def _issue(folder: Path, cn: str, ca: StatePaths) -> tuple[Path, Path]:
     """A certificate for `cn` with serverAuth + clientAuth and loopback SANs, signed by `ca`'s CA."""
-    ca_cert, ca_key = pki.load_ca(ca)
+    ca_cert, ca_key = load_ca(ca)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now().astimezone()
     cert = (
@@ -503,7 +502,7 @@ async def test_a_route_with_a_foreign_or_wrong_certificate_is_refused(
     one with a certificate of our CA whose subject is not the route user, one without TLS. Node 1
     refuses each, and no rogue ever sees the cluster's JetStream."""
     other = StatePaths(tmp_path / "other")
-    pki.init_ca(other)
+    init_ca(other)
     target = cluster.nodes[0]
     before = len(target.log_path.read_text(encoding="utf-8", errors="replace"))
     security = nats_security(cpaths, load_policy(cpaths.policy))

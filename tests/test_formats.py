@@ -18,7 +18,6 @@ from adapters.formats import (
     Codec,
     DeliveredMessage,
     EumamCodec,
-    NativeFormatError,
     NsatuCodec,
     UdcgCodec,
     codec_for,
@@ -26,8 +25,8 @@ from adapters.formats import (
 )
 from adapters.formats.base import make_label, validate_body
 from adapters.formats.udcg import neutralise_cell, restore_cell
-from broker.errors import BrokerError, MarkingError
-from broker.rules.labels import RANK
+from broker.errors import BrokerError, MarkingError, NativeFormatError
+from schemas.clearance import RANK
 from schemas.kinds import KINDS
 from schemas.label import Label
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from broker.app.system import System
 from broker.identity.state import StatePaths
-from broker.nats.bus import ACCEPTED_STREAM, HDR_DIGEST, Bus
-from tests.conftest import ClientFactory, message, sealed
+from broker.nats.bus import Bus
+from broker.nats.names import ACCEPTED_STREAM, HDR_DIGEST
+from tests.conftest import ClientFactory
+from tests.support.messages import message, sealed
 
 
 async def test_post_stores_once_and_resend_is_duplicate(

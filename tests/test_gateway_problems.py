@@ -26,17 +26,20 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.app.system import System
-from broker.audit.writer import read_log
+from broker.audit.reader import read_log
 from broker.client import seal
 from broker.clock import rfc3339, utcnow
 from broker.errors import MAX_ERRORS
-from broker.identity.pki import new_sender, revoke_key
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
-from broker.nats.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus
-from broker.policy.model import Policy, load_policy, write_policy
+from broker.nats.bus import Bus
+from broker.nats.names import ACCEPTED_STREAM, AUDIT_STREAM
+from broker.policy.admin import new_sender, revoke_key
+from broker.policy.loader import load_policy
+from broker.policy.model import Policy
+from broker.policy.render import write_policy
 from schemas.message import PAYLOAD_TYPE
-from tests.conftest import LABEL_NR, message, signer
+from tests.support.messages import LABEL_NR, message, signer
 
 ENC = msgspec.json.Encoder()
 PROBLEM_JSON = "application/problem+json"

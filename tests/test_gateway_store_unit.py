@@ -16,10 +16,11 @@ from broker.clock import utcnow
 from broker.gateway.web import Gateway
 from broker.identity.state import StatePaths
 from broker.metrics.registry import Registry
-from broker.nats.bus import HDR_DIGEST, PubResult, Stored
-from broker.policy.model import load_policy
+from broker.nats.bus import PubResult, Stored
+from broker.nats.names import HDR_DIGEST
+from broker.policy.loader import load_policy
 from broker.rules.intake import Intake
-from tests.conftest import message, sealed
+from tests.support.messages import message, sealed
 
 
 class StandInBus:

@@ -23,18 +23,24 @@ import aiohttp
 import msgspec
 import pytest
 import pytest_asyncio
-from conftest import eventually, message
 
 from broker.app.system import System, SystemOptions
 from broker.audit.merkle import verify_inclusion
 from broker.audit.note import parse_checkpoint
-from broker.audit.writer import read_log, split_lines
+from broker.audit.reader import read_log, split_lines
 from broker.client import seal_message
-from broker.identity.pki import ensure_defaults, load_signing_key, new_operator, new_sender
+from broker.identity.keys import load_signing_key
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
-from broker.nats.bus import ACCEPTED_STREAM, Bus, BusSettings
-from broker.policy.model import Policy, load_policy, write_policy
+from broker.nats.bus import Bus, BusSettings
+from broker.nats.names import ACCEPTED_STREAM
+from broker.policy.admin import new_operator, new_sender
+from broker.policy.defaults import ensure_defaults
+from broker.policy.loader import load_policy
+from broker.policy.model import Policy
+from broker.policy.render import write_policy
+from tests.support.messages import message
+from tests.support.waiting import eventually
 
 ENC = msgspec.json.Encoder()
 SLOW = "slow-sender"  # 2 messages/s, burst 6

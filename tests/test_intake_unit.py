@@ -23,19 +23,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.client import seal
-from broker.errors import PROBLEMS
+from broker.errors import PROBLEMS, Refused
+from broker.gateway.store import subject_of
+from broker.nats.names import accepted_subject
 from broker.policy.model import Operator, Organisation, Policy, Sender, SigningKey
-from broker.rules.intake import (
-    Admitted,
-    Intake,
-    Partial,
-    Refused,
-    accepted_subject,
-    has_duplicate_keys,
-    parse_created,
-    schema_error,
-)
-from broker.rules.labels import Clearance
+from broker.rules.intake import Admitted, Intake, Partial, has_duplicate_keys, parse_created, schema_error
+from schemas.clearance import Clearance
 from schemas.kinds import KINDS
 from schemas.message import MESSAGE_DECODER, PAYLOAD_TYPE
 
@@ -164,8 +157,8 @@ def test_admitted(world: World) -> None:
     assert a.digest == hashlib.sha256(env).hexdigest()
     assert (a.sender, a.keyid) == ("nsatu-liaison", "nsatu-liaison:k1")
     assert a.message.id == "01890a5d-ac96-774b-bcce-b302099a8057"
-    assert a.subject == accepted_subject(1, "NSATU", "status.update", a.message.id)
-    assert a.subject == "coord.msg.1.NSATU.status.update.01890a5d-ac96-774b-bcce-b302099a8057"
+    assert subject_of(a) == accepted_subject(1, "NSATU", "status.update", a.message.id)
+    assert subject_of(a) == "coord.msg.1.NSATU.status.update.01890a5d-ac96-774b-bcce-b302099a8057"
 
 
 def test_base64_either_alphabet_with_or_without_padding(world: World) -> None:

@@ -10,16 +10,13 @@ from hypothesis import strategies as st
 
 from broker.errors import MarkingError
 from broker.rules.labels import (
-    CLASSIFICATIONS,
-    RANK,
     RULES,
-    Clearance,
     decide,
-    display_marking,
     label_marking,
     label_problems,
     parse_marking,
 )
+from schemas.clearance import CLASSIFICATIONS, RANK, Clearance, display_marking
 from schemas.label import Label
 
 ORGS = ("EUMAM", "NSATU", "UDCG", "JATEC")

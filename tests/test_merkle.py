@@ -13,7 +13,6 @@ import pytest
 from broker.audit.merkle import (
     EMPTY_ROOT,
     CompactRange,
-    ProofError,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -21,6 +20,7 @@ from broker.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from broker.errors import ProofError
 
 VECTORS = Path(__file__).parent / "data" / "merkle"
 INCLUSION = sorted((VECTORS / "inclusion").rglob("*.json"))

@@ -10,10 +10,10 @@ from typing import overload
 
 import pytest
 
-from broker.audit.leaves import AuditFilesError
 from broker.audit.merkle import CompactRange, SubtreeCache, inclusion_proof, leaf_hash, verify_inclusion
 from broker.audit.note import Checkpoint
-from broker.audit.snapshot import checked_proof
+from broker.audit.proofs import checked_proof
+from broker.errors import AuditFilesError
 
 
 def leaves(n: int, seed: int = 0) -> list[bytes]:

@@ -22,11 +22,14 @@ from adapters.formats.base import make_label
 from adapters.formats.udcg import DELIVERED_COLUMNS
 from adapters.stub import StubNativeSystem
 from broker.app.system import ORGANISATIONS, System
-from broker.identity.pki import DEFAULT_SENDERS
 from broker.identity.state import StatePaths
-from broker.nats.bus import ACCEPTED_STREAM, Bus
+from broker.nats.bus import Bus
+from broker.nats.names import ACCEPTED_STREAM
+from broker.policy.defaults import DEFAULT_SENDERS
 from schemas.label import Label
-from tests.conftest import ClientFactory, eventually, message, sealed
+from tests.conftest import ClientFactory
+from tests.support.messages import message, sealed
+from tests.support.waiting import eventually
 
 ALL = ["EUMAM", "NSATU", "UDCG"]
 POLICY_OF = {"NSATU": "NATO", "EUMAM": "EU", "UDCG": "NATO"}

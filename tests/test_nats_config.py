@@ -12,39 +12,38 @@ from pathlib import Path
 import pytest
 
 from broker.app import cli
-from broker.audit.writer import audit_subject
-from broker.identity.pki import ensure_defaults
 from broker.identity.state import StatePaths
-from broker.nats.auth import (
+from broker.nats.names import (
     ADMIN,
     AUDIT,
     DISPATCHER,
     GATEWAY,
     READER,
-    NatsView,
     adapter_service,
-    bus_settings,
+    audit_subject,
     certificate_cn,
+    inbox_prefix,
+)
+from broker.nats.permissions import NatsView, delivery_filter_subjects, permissions, services
+from broker.nats.security import (
     credential_paths,
-    delivery_filter_subjects,
     ensure_nats_identities,
     example_config,
     example_view,
-    inbox_prefix,
-    permissions,
     render_nats_config,
-    service_for_bus,
-    services,
 )
 from broker.nats.server import nats_server_binary
-from broker.policy.model import PARTY_RE, load_policy
+from broker.nats.settings import bus_settings, service_for_bus
+from broker.policy.defaults import ensure_defaults
+from broker.policy.loader import load_policy
+from schemas.ids import PARTY
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "nats.conf"
 
 
 def test_deploy_example_is_the_generated_config() -> None:
     assert DEPLOY.read_text(encoding="utf-8") == example_config(), (
-        "deploy/nats.conf is stale: regenerate it with broker.nats.auth.example_config()"
+        "deploy/nats.conf is stale: regenerate it with broker.nats.security.example_config()"
     )
 
 
@@ -89,7 +88,7 @@ def test_identities_are_made_once_with_private_keys_0600(made: StatePaths) -> No
 
 def test_a_nats_identity_can_never_be_a_sender_or_operator() -> None:
     for svc in services(example_view()):
-        assert not PARTY_RE.fullmatch(certificate_cn(svc)), svc
+        assert not PARTY.matches(certificate_cn(svc)), svc
 
 
 def test_names_agree_with_the_services() -> None:

@@ -17,16 +17,17 @@ from typing import Any
 import msgspec
 
 from broker.app.system import System, SystemOptions
-from broker.audit.writer import read_log
+from broker.audit.reader import read_log
 from broker.client import GatewayClient, Reply
 from broker.clock import utcnow
-from broker.identity.pki import ensure_defaults
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
-from broker.nats.bus import ACCEPTED_STREAM, Bus, BusSettings
+from broker.nats.bus import Bus, BusSettings
+from broker.nats.names import ACCEPTED_STREAM
 from broker.nats.server import NatsServer
+from broker.policy.defaults import ensure_defaults
 from broker.rules.intake import parse_created
-from tests.conftest import message, sealed
+from tests.support.messages import message, sealed
 
 DEADLINE_S = 60.0
 

@@ -29,29 +29,34 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from broker.app.system import System, SystemOptions
-from broker.audit.writer import audit_subject
 from broker.client import GatewayClient
-from broker.identity.pki import init_ca
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
-from broker.nats.auth import (
+from broker.identity.x509 import init_ca
+from broker.nats.names import (
+    ACCEPTED_STREAM,
     ADMIN,
     AUDIT,
+    AUDIT_STREAM,
+    DEAD_STREAM,
+    DELIVERY_STREAM,
     DISPATCHER,
     FIXED_SERVICES,
     GATEWAY,
     READER,
     adapter_durable,
     adapter_service,
-    credential_paths,
-    delivery_filter_subjects,
+    audit_subject,
     inbox_prefix,
-    issue_nats_identity,
 )
-from broker.nats.bus import ACCEPTED_STREAM, AUDIT_STREAM, DEAD_STREAM, DELIVERY_STREAM
-from broker.policy.model import Policy, load_policy, write_policy
-from broker.rules.labels import Clearance
-from tests.conftest import eventually, message, sealed
+from broker.nats.permissions import delivery_filter_subjects
+from broker.nats.security import credential_paths, issue_nats_identity
+from broker.policy.loader import load_policy
+from broker.policy.model import Policy
+from broker.policy.render import write_policy
+from schemas.clearance import Clearance
+from tests.support.messages import message, sealed
+from tests.support.waiting import eventually
 
 NSATU, EUMAM, UDCG = adapter_service("NSATU"), adapter_service("EUMAM"), adapter_service("UDCG")
 ALL_SERVICES = (*FIXED_SERVICES, NSATU, EUMAM, UDCG)

@@ -10,18 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from broker.audit.merkle import EMPTY_ROOT
-from broker.audit.note import (
-    BadNoteSignature,
-    Checkpoint,
-    MalformedNote,
-    NoteError,
-    UnknownNoteKey,
-    WrongOrigin,
-    ed25519_key_id,
-    parse_checkpoint,
-    sign_checkpoint,
-    verify_checkpoint,
-)
+from broker.audit.note import Checkpoint, ed25519_key_id, parse_checkpoint, sign_checkpoint, verify_checkpoint
+from broker.errors import BadNoteSignature, MalformedNote, NoteError, UnknownNoteKey, WrongOrigin
 
 ORIGIN = "broker.example/audit"
 KEY_NAME = "broker.example/audit"

@@ -17,11 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from structlog.testing import capture_logs
 
-from broker.identity import pki
 from broker.errors import PKIError, PolicyError
+from broker.identity.keys import load_signing_key, new_signing_key
 from broker.identity.state import StatePaths, write_private, write_public
-from broker.policy.model import load_policy
-from broker.rules.labels import Clearance
+from broker.identity.x509 import ensure_server_cert, init_ca, issue_client_cert
+from broker.policy.admin import new_operator, new_sender, revoke_key
+from broker.policy.defaults import ensure_defaults
+from broker.policy.loader import load_policy
+from schemas.clearance import Clearance
 from schemas.kinds import KINDS
 
 
@@ -86,8 +89,8 @@ def test_write_private_is_0600_even_with_a_wide_umask(tmp_path: Path) -> None:
 
 
 def test_init_ca(paths: StatePaths) -> None:
-    assert pki.init_ca(paths) is True
-    assert pki.init_ca(paths) is False
+    assert init_ca(paths) is True
+    assert init_ca(paths) is False
     ca = cert_of(paths.ca_crt)
     bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
     assert bc.critical and bc.value.ca
@@ -102,13 +105,13 @@ def test_init_ca(paths: StatePaths) -> None:
 def test_init_ca_refuses_a_lone_key(paths: StatePaths) -> None:
     write_private(paths.ca_key, b"not ours to overwrite")
     with pytest.raises(PKIError, match="without"):
-        pki.init_ca(paths)
+        init_ca(paths)
     assert paths.ca_key.read_bytes() == b"not ours to overwrite"
 
 
 def test_client_cert(paths: StatePaths) -> None:
-    pki.init_ca(paths)
-    cert = pki.issue_client_cert(paths, "nsatu-liaison")
+    init_ca(paths)
+    cert = issue_client_cert(paths, "nsatu-liaison")
     assert cert == cert_of(paths.tls_crt("nsatu-liaison"))
     assert cn(cert) == "nsatu-liaison"
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -124,31 +127,31 @@ def test_client_cert(paths: StatePaths) -> None:
 
 
 def test_expired_cert_can_be_made(paths: StatePaths) -> None:
-    pki.init_ca(paths)
+    init_ca(paths)
     now = datetime.now(UTC)
-    cert = pki.issue_client_cert(
+    cert = issue_client_cert(
         paths, "eumam-liaison", not_before=now - timedelta(days=10), not_after=now - timedelta(days=1)
     )
     assert cert.not_valid_after_utc < now
     cert.verify_directly_issued_by(cert_of(paths.ca_crt))
     with pytest.raises(PKIError, match="before"):
-        pki.issue_client_cert(paths, "eumam-liaison", not_before=now, not_after=now)
+        issue_client_cert(paths, "eumam-liaison", not_before=now, not_after=now)
 
 
 def test_cert_from_another_ca_does_not_chain(paths: StatePaths, tmp_path: Path) -> None:
-    pki.init_ca(paths)
+    init_ca(paths)
     other = StatePaths(tmp_path / "other")
-    pki.init_ca(other)
-    cert = pki.issue_client_cert(paths, "udcg-liaison", ca_crt_path=other.ca_crt, ca_key_path=other.ca_key)
+    init_ca(other)
+    cert = issue_client_cert(paths, "udcg-liaison", ca_crt_path=other.ca_crt, ca_key_path=other.ca_key)
     cert.verify_directly_issued_by(cert_of(other.ca_crt))
     with pytest.raises((InvalidSignature, ValueError)):
         cert.verify_directly_issued_by(cert_of(paths.ca_crt))
 
 
 def test_server_cert(paths: StatePaths) -> None:
-    pki.init_ca(paths)
-    assert pki.ensure_server_cert(paths) is True
-    assert pki.ensure_server_cert(paths) is False
+    init_ca(paths)
+    assert ensure_server_cert(paths) is True
+    assert ensure_server_cert(paths) is False
     cert = cert_of(paths.server_crt)
     cert.verify_directly_issued_by(cert_of(paths.ca_crt))
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -163,36 +166,36 @@ def test_server_cert(paths: StatePaths) -> None:
 
 
 def test_server_cert_is_reissued_with_the_same_key_for_a_new_ca(paths: StatePaths) -> None:
-    pki.init_ca(paths)
-    pki.ensure_server_cert(paths)
+    init_ca(paths)
+    ensure_server_cert(paths)
     key_before = paths.server_key.read_bytes()
     paths.ca_crt.unlink()
     paths.ca_key.unlink()
-    pki.init_ca(paths)
-    assert pki.ensure_server_cert(paths) is True
+    init_ca(paths)
+    assert ensure_server_cert(paths) is True
     assert paths.server_key.read_bytes() == key_before
     cert_of(paths.server_crt).verify_directly_issued_by(cert_of(paths.ca_crt))
 
 
 def test_signing_key(paths: StatePaths) -> None:
-    keyid, public = pki.new_signing_key(paths, "nsatu-liaison", "2026-11")
+    keyid, public = new_signing_key(paths, "nsatu-liaison", "2026-11")
     assert keyid == "nsatu-liaison:2026-11" and len(public) == 32
     assert paths.keyid_file("nsatu-liaison").read_text() == "nsatu-liaison:2026-11\n"
     assert mode(paths.signing_key("nsatu-liaison")) == 0o600
     pem_head = b"-----BEGIN " + b"PRIVATE KEY-----"  # built: no PEM header stands in the repository
     assert paths.signing_key("nsatu-liaison").read_bytes().startswith(pem_head)
-    loaded_id, key = pki.load_signing_key(paths, "nsatu-liaison")
+    loaded_id, key = load_signing_key(paths, "nsatu-liaison")
     assert loaded_id == keyid and raw(key) == public
     with pytest.raises(PolicyError):
-        pki.new_signing_key(paths, "nsatu-liaison", "bad/name")
+        new_signing_key(paths, "nsatu-liaison", "bad/name")
     paths.keyid_file("nsatu-liaison").write_text("eumam-liaison:2026-11\n")
     with pytest.raises(PKIError, match="does not belong"):
-        pki.load_signing_key(paths, "nsatu-liaison")
+        load_signing_key(paths, "nsatu-liaison")
 
 
 def test_ensure_defaults_makes_the_default_state_and_is_idempotent(paths: StatePaths) -> None:
     with capture_logs() as logs:
-        created = pki.ensure_defaults(paths)
+        created = ensure_defaults(paths)
     assert "pki/ca.crt" in created and "pki/ca.key" in created and "policy.toml" in created
     assert "identities/broker/signing.key" in created
     assert "identities/nsatu-liaison/tls.crt" in created
@@ -201,7 +204,7 @@ def test_ensure_defaults_makes_the_default_state_and_is_idempotent(paths: StateP
     assert files
     snapshot = {f: f.read_bytes() for f in paths.root.rglob("*") if f.is_file()}
 
-    assert pki.ensure_defaults(paths) == []
+    assert ensure_defaults(paths) == []
     assert {f: f.read_bytes() for f in paths.root.rglob("*") if f.is_file()} == snapshot
 
     for f in paths.root.rglob("*"):
@@ -229,11 +232,11 @@ def test_ensure_defaults_makes_the_default_state_and_is_idempotent(paths: StateP
     for ident, sender in policy.senders.items():
         assert sender.publishes == rights[sender.organisation]
         assert ident.startswith(sender.organisation.lower() + "-")
-        keyid, key = pki.load_signing_key(paths, ident)
+        keyid, key = load_signing_key(paths, ident)
         assert sender.keys[keyid].public_key == raw(key)
         assert sender.keys[keyid].problem_at(datetime.now(UTC)) is None
         assert cn(cert_of(paths.tls_crt(ident))) == ident
-    keyid, key = pki.load_signing_key(paths, "broker")
+    keyid, key = load_signing_key(paths, "broker")
     assert keyid == "broker:local" and policy.broker_keys[keyid].public_key == raw(key)
     op = policy.operators["duty-officer"]
     assert op.organisation == "NSATU" and op.clearance == Clearance("NATO", "SECRET")
@@ -243,13 +246,13 @@ def test_ensure_defaults_makes_the_default_state_and_is_idempotent(paths: StateP
 
 def test_ensure_defaults_honours_identities_made_beforehand(paths: StatePaths) -> None:
     # a sender made with `broker keys new` before `broker up`, with narrower rights
-    pki.new_sender(paths, "nsatu-liaison", "NSATU", ["status.update"], key_name="mine")
+    new_sender(paths, "nsatu-liaison", "NSATU", ["status.update"], key_name="mine")
     tls_before = paths.tls_crt("nsatu-liaison").read_bytes()
     # a signing key put in place by hand, not yet in the policy
-    keyid, public = pki.new_signing_key(paths, "udcg-liaison", "handmade")
+    keyid, public = new_signing_key(paths, "udcg-liaison", "handmade")
     signing_before = paths.signing_key("udcg-liaison").read_bytes()
 
-    created = pki.ensure_defaults(paths)
+    created = ensure_defaults(paths)
     assert "policy.toml: sender nsatu-liaison" not in created
     policy = load_policy(paths.policy)
     s = policy.senders["nsatu-liaison"]
@@ -258,24 +261,24 @@ def test_ensure_defaults_honours_identities_made_beforehand(paths: StatePaths) -
     assert paths.signing_key("udcg-liaison").read_bytes() == signing_before
     assert policy.senders["udcg-liaison"].keys[keyid].public_key == public
     assert "eumam-liaison" in policy.senders and "duty-officer" in policy.operators
-    assert pki.ensure_defaults(paths) == []
+    assert ensure_defaults(paths) == []
 
 
 def test_ensure_defaults_refuses_a_local_key_the_policy_contradicts(paths: StatePaths) -> None:
-    pki.ensure_defaults(paths)
-    keyid, _ = pki.load_signing_key(paths, "eumam-liaison")
-    pki.new_signing_key(paths, "eumam-liaison", keyid.split(":")[1])  # same id, other key
+    ensure_defaults(paths)
+    keyid, _ = load_signing_key(paths, "eumam-liaison")
+    new_signing_key(paths, "eumam-liaison", keyid.split(":")[1])  # same id, other key
     with pytest.raises(PKIError, match="not the key"):
-        pki.ensure_defaults(paths)
+        ensure_defaults(paths)
 
 
 def test_new_sender_updates_the_policy(paths: StatePaths) -> None:
-    pki.ensure_defaults(paths)
-    policy = pki.new_sender(paths, "nsatu-logistics", "NSATU", ["delivery.status", "status.update"])
+    ensure_defaults(paths)
+    policy = new_sender(paths, "nsatu-logistics", "NSATU", ["delivery.status", "status.update"])
     assert policy == load_policy(paths.policy)
     sender = policy.senders["nsatu-logistics"]
     assert sender.organisation == "NSATU" and sender.publishes == {"delivery.status", "status.update"}
-    keyid, key = pki.load_signing_key(paths, "nsatu-logistics")
+    keyid, key = load_signing_key(paths, "nsatu-logistics")
     assert keyid == "nsatu-logistics:" + datetime.now(UTC).strftime("%Y-%m")
     registered = sender.keys[keyid]
     assert registered.public_key == raw(key)
@@ -285,13 +288,13 @@ def test_new_sender_updates_the_policy(paths: StatePaths) -> None:
     assert mode(paths.policy) == 0o644
 
     # rotation: a new key name adds a key, the old one stays registered
-    rotated = pki.new_sender(paths, "nsatu-logistics", "NSATU", ["status.update"], key_name="next")
+    rotated = new_sender(paths, "nsatu-logistics", "NSATU", ["status.update"], key_name="next")
     keys = rotated.senders["nsatu-logistics"].keys
     assert set(keys) == {keyid, "nsatu-logistics:next"}
     assert rotated.senders["nsatu-logistics"].publishes == {"status.update"}
-    assert pki.load_signing_key(paths, "nsatu-logistics")[0] == "nsatu-logistics:next"
+    assert load_signing_key(paths, "nsatu-logistics")[0] == "nsatu-logistics:next"
 
-    revoked = pki.revoke_key(paths, keyid)
+    revoked = revoke_key(paths, keyid)
     assert revoked.senders["nsatu-logistics"].keys[keyid].problem_at(datetime.now(UTC)) == "revoked-key"
 
 
@@ -308,31 +311,31 @@ def test_new_sender_updates_the_policy(paths: StatePaths) -> None:
     ],
 )
 def test_new_sender_refusals(paths: StatePaths, ident: str, org: str, kinds: list[str], match: str) -> None:
-    pki.ensure_defaults(paths)
+    ensure_defaults(paths)
     before = paths.policy.read_bytes()
     with pytest.raises(PolicyError, match=match):
-        pki.new_sender(paths, ident, org, kinds)
+        new_sender(paths, ident, org, kinds)
     assert paths.policy.read_bytes() == before
 
 
 def test_new_sender_refuses_an_existing_key_name(paths: StatePaths) -> None:
-    pki.new_sender(paths, "eumam-training", "EUMAM", ["training.offer"], key_name="k1")
+    new_sender(paths, "eumam-training", "EUMAM", ["training.offer"], key_name="k1")
     signing = paths.signing_key("eumam-training").read_bytes()
     with pytest.raises(PolicyError, match="registered already"):
-        pki.new_sender(paths, "eumam-training", "EUMAM", ["training.offer"], key_name="k1")
+        new_sender(paths, "eumam-training", "EUMAM", ["training.offer"], key_name="k1")
     assert paths.signing_key("eumam-training").read_bytes() == signing
 
 
 def test_new_sender_on_an_empty_state_makes_the_base(paths: StatePaths) -> None:
-    policy = pki.new_sender(paths, "udcg-air", "UDCG", ["capability.pledge"])
+    policy = new_sender(paths, "udcg-air", "UDCG", ["capability.pledge"])
     assert set(policy.organisations) == {"NSATU", "EUMAM", "UDCG"}
     assert set(policy.senders) == {"udcg-air"} and not policy.operators
     assert paths.ca_crt.exists() and paths.broker_signing_key.exists()
 
 
 def test_new_operator(paths: StatePaths) -> None:
-    pki.ensure_defaults(paths)
-    policy = pki.new_operator(paths, "eu-watch", "EUMAM", "EU:CONFIDENTIAL:ALPHA")
+    ensure_defaults(paths)
+    policy = new_operator(paths, "eu-watch", "EUMAM", "EU:CONFIDENTIAL:ALPHA")
     assert policy.operators["eu-watch"].clearance == Clearance("EU", "CONFIDENTIAL", frozenset({"ALPHA"}))
     assert load_policy(paths.policy) == policy
     cert = cert_of(paths.tls_crt("eu-watch"))
@@ -340,18 +343,18 @@ def test_new_operator(paths: StatePaths) -> None:
     cert.verify_directly_issued_by(cert_of(paths.ca_crt))
     assert mode(paths.tls_key("eu-watch")) == 0o600
     with pytest.raises(PolicyError, match="sender already"):
-        pki.new_operator(paths, "nsatu-liaison", "NSATU", "NATO:SECRET")
+        new_operator(paths, "nsatu-liaison", "NSATU", "NATO:SECRET")
     with pytest.raises(PolicyError, match="exists already"):
-        pki.new_operator(paths, "eu-watch", "EUMAM", "EU:SECRET")
+        new_operator(paths, "eu-watch", "EUMAM", "EU:SECRET")
     with pytest.raises(PolicyError, match="unknown organisation"):
-        pki.new_operator(paths, "un-watch", "UN", "NATO:SECRET")
+        new_operator(paths, "un-watch", "UN", "NATO:SECRET")
     with pytest.raises(PolicyError, match="level must be"):
-        pki.new_operator(paths, "nato-watch", "NSATU", "NATO:SEKRET")
+        new_operator(paths, "nato-watch", "NSATU", "NATO:SEKRET")
 
 
 def test_a_state_with_an_outside_ca_cannot_issue(paths: StatePaths) -> None:
-    pki.init_ca(paths)
+    init_ca(paths)
     paths.ca_key.unlink()  # only the outside CA's certificate is here
-    assert pki.init_ca(paths) is False
+    assert init_ca(paths) is False
     with pytest.raises(PKIError, match="cannot issue"):
-        pki.issue_client_cert(paths, "nsatu-liaison")
+        issue_client_cert(paths, "nsatu-liaison")

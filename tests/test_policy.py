@@ -16,21 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from broker.dsse import is_valid_public_key
 from broker.errors import PolicyError
-from broker.policy.model import (
-    Operator,
-    Organisation,
-    Policy,
-    PolicyHolder,
-    Sender,
-    SigningKey,
-    is_valid_ed25519_public_key,
-    load_policy,
-    parse_policy,
-    render_policy,
-    write_policy,
-)
-from broker.rules.labels import CLASSIFICATIONS, Clearance
+from broker.policy.holder import PolicyHolder
+from broker.policy.loader import load_policy, parse_policy
+from broker.policy.model import Operator, Organisation, Policy, Sender, SigningKey
+from broker.policy.render import render_policy, write_policy
+from schemas.clearance import CLASSIFICATIONS, Clearance
 from schemas.kinds import KINDS
 
 
@@ -409,12 +401,25 @@ def test_quoted_and_dotted_keys_are_located() -> None:
 
 def test_ed25519_validity() -> None:
     for i in range(50):
-        assert is_valid_ed25519_public_key(raw_public(bytes([i])))
-    assert not is_valid_ed25519_public_key(bytes(32))  # x = 0, y = 0: not on the curve
-    assert not is_valid_ed25519_public_key(b"\x01" + bytes(31))  # identity
-    assert not is_valid_ed25519_public_key(b"\xec" + b"\xff" * 30 + b"\x7f")  # y = p - 1, order 2
-    assert not is_valid_ed25519_public_key(b"\x01" + bytes(30) + b"\x80")  # x = 0 with the sign bit set
-    assert not is_valid_ed25519_public_key(raw_public(b"x")[:31])
+        assert is_valid_public_key(raw_public(bytes([i])))
+    assert not is_valid_public_key(bytes(32))  # x = 0, y = 0: not on the curve
+    assert not is_valid_public_key(b"\x01" + bytes(31))  # identity
+    assert not is_valid_public_key(b"\xec" + b"\xff" * 30 + b"\x7f")  # y = p - 1, order 2
+    assert not is_valid_public_key(b"\x01" + bytes(30) + b"\x80")  # x = 0 with the sign bit set
+    assert not is_valid_public_key(raw_public(b"x")[:31])
+
+
+def test_ed25519_mixed_order_points_are_refused() -> None:
+    """A key point plus a point of order 8 is on the curve and not of small order, but outside the
+    prime-order subgroup: no key generator makes one, and libsodium's check refuses it."""
+    import nacl.bindings
+
+    order8 = bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05")
+    for i in range(5):
+        key = raw_public(bytes([i]))
+        mixed = nacl.bindings.crypto_core_ed25519_add(key, order8)
+        assert is_valid_public_key(key)
+        assert not is_valid_public_key(mixed)
 
 
 # --------------------------------------------------------------------------------------------------

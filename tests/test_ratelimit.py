@@ -23,14 +23,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from broker.gateway.limiter import (
-    Limiter,
-    RateLimiter,
-    RateTableError,
-    SharedRateLimiter,
-    _refill_take,
-    table_size,
-)
+from broker.errors import RateTableError
+from broker.gateway.limiter import Limiter, RateLimiter, SharedRateLimiter, _refill_take, table_size
 
 SPAWN = mp.get_context("spawn")
 HANG_GUARD_S = 30.0  # only so that a broken limiter fails instead of hanging; never a speed limit

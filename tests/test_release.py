@@ -22,16 +22,19 @@ import pytest
 from adapters.formats import NativeMessage, codec_for
 from adapters.stub import StubNativeSystem
 from broker.app.system import System, SystemOptions
-from broker.audit.writer import read_log, split_lines
+from broker.audit.reader import read_log, split_lines
 from broker.client import GatewayClient
-from broker.dispatch.dispatcher import DISPATCH_DURABLE
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
-from broker.nats.bus import ACCEPTED_STREAM, AUDIT_STREAM, Bus, BusSettings
-from broker.policy.model import Policy, load_policy, write_policy
-from broker.rules.intake import accepted_subject
-from broker.rules.labels import Clearance
-from tests.conftest import ClientFactory, eventually, message, sealed
+from broker.nats.bus import Bus, BusSettings
+from broker.nats.names import ACCEPTED_STREAM, AUDIT_STREAM, DISPATCH_DURABLE, accepted_subject
+from broker.policy.loader import load_policy
+from broker.policy.model import Policy
+from broker.policy.render import write_policy
+from schemas.clearance import Clearance
+from tests.conftest import ClientFactory
+from tests.support.messages import message, sealed
+from tests.support.waiting import eventually
 
 ORGS = ("EUMAM", "NSATU", "UDCG")
 ALL = ["EUMAM", "NSATU", "UDCG"]

@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.app.system import System
-from broker.audit.writer import read_log, split_lines
+from broker.audit.reader import read_log, split_lines
 from broker.clock import utcnow
-from broker.identity.pki import init_ca, issue_client_cert, load_ca
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
+from broker.identity.x509 import init_ca, issue_client_cert, load_ca
 from broker.nats.bus import Bus
 
 TLS_VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.gateway.workers import GatewayWorkers, WorkerSettings, WorkerStartError
+from broker.errors import WorkerStartError
+from broker.gateway.workers import GatewayWorkers, WorkerSettings
 
 CRASHER = "import sys; print('{\"ready\": []}', flush=True); sys.exit(3)"
 SILENT = "import sys; sys.exit(4)"

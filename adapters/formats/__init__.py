@@ -5,17 +5,11 @@ See docs/native-formats.md. `CODECS` maps a codec name to its instance; `codec_f
 
 from __future__ import annotations
 
-from adapters.formats.base import (
-    MAX_NATIVE_BYTES,
-    Codec,
-    DeliveredMessage,
-    NativeFormatError,
-    NativeMessage,
-    sample_bodies,
-)
+from adapters.formats.base import MAX_NATIVE_BYTES, Codec, DeliveredMessage, NativeMessage, sample_bodies
 from adapters.formats.eumam import EumamCodec
 from adapters.formats.nsatu import NsatuCodec
 from adapters.formats.udcg import UdcgCodec
+from broker.errors import NativeFormatError
 
 __all__ = [
     "CODECS",
@@ -23,7 +17,6 @@ __all__ = [
     "Codec",
     "DeliveredMessage",
     "EumamCodec",
-    "NativeFormatError",
     "NativeMessage",
     "NsatuCodec",
     "UdcgCodec",

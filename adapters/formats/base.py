@@ -36,8 +36,11 @@ from typing import Any, Protocol
 
 import msgspec
 
-from broker.errors import BrokerError, MarkingError
-from broker.rules.labels import CLASSIFICATIONS, EU_MARKINGS, NATO_MARKINGS, display_marking, parse_marking
+from broker.errors import DuplicateKey, MarkingError, NativeFormatError, NonFiniteNumber
+from broker.rules.labels import parse_marking
+from broker.rules.strict_json import loads_strict
+from schemas.clearance import CLASSIFICATIONS, EU_MARKINGS, NATO_MARKINGS, display_marking
+from schemas.ids import CAVEAT, ORGANISATION, PARTY, TIMESTAMP, Form
 from schemas.kinds import BODY_TYPES, KINDS
 from schemas.label import Label
 
@@ -46,7 +49,6 @@ __all__ = [
     "REF_PATTERN",
     "Codec",
     "DeliveredMessage",
-    "NativeFormatError",
     "NativeMessage",
     "check_provenance",
     "check_ref",
@@ -69,23 +71,16 @@ __all__ = [
 MAX_NATIVE_BYTES = 1024 * 1024
 """The largest native document a codec will parse (1 MiB)."""
 
-REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
-"""A native document id (`ref`, `in_reply_to`): UUIDs and ids like `UDCG-PL-2026-0042` fit."""
+#: a native document id (`ref`, `in_reply_to`): UUIDs and ids like `UDCG-PL-2026-0042` fit
+REF = Form(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", "native document id")
+REF_PATTERN = REF.pattern
 
-_REF_RE = re.compile(REF_PATTERN)
-_ORG_RE = re.compile(r"^[A-Z][A-Z0-9]{1,15}$")
-_CAVEAT_RE = re.compile(r"^[A-Z][A-Z0-9-]{1,31}$")
-_SENDER_RE = re.compile(r"^[a-z][a-z0-9-]{2,62}$")
-_CREATED_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _INT_RE = re.compile(r"^(0|-?[1-9][0-9]{0,17})$")
 _ENUM_RE = re.compile(r"^Invalid enum value .* - at `")
 _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(.*)`(.*)$", re.S)
 _MARKINGS = {"NATO": NATO_MARKINGS, "EU": EU_MARKINGS}
 
-
-class NativeFormatError(BrokerError, ValueError):
-    """A native document (or a message to render as one) that its format does not allow."""
 
 
 @dataclass(frozen=True)
@@ -156,35 +151,20 @@ def utf8_text(data: bytes, fmt: str, *, allow_bom: bool = False) -> str:
         raise NativeFormatError(f"{fmt} document must be UTF-8 text") from None
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise NativeFormatError(f"duplicate JSON key {short(key)}; every key must appear once")
-        out[key] = value
-    return out
-
-
 def _canonical_int(text: str) -> int:
     if not _INT_RE.match(text):
         raise NativeFormatError("integers must be canonical decimal (no leading zeros, sign or exponent)")
     return int(text)
 
 
-def _no_constant(_: str) -> Any:
-    raise NativeFormatError("NaN and Infinity are not JSON; numbers must be finite")
-
-
 def strict_json_loads(text: str, what: str) -> Any:
     """JSON with one reading only: duplicate keys, NaN/Infinity and non-canonical integers refused."""
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_int=_canonical_int,
-            parse_constant=_no_constant,
-        )
-    except NativeFormatError as e:
+        return loads_strict(text, parse_int=_canonical_int)
+    except DuplicateKey as e:
+        key = short(e.key)
+        raise NativeFormatError(f"{what}: duplicate JSON key {key}; every key must appear once") from None
+    except (NativeFormatError, NonFiniteNumber) as e:
         raise NativeFormatError(f"{what}: {e}") from None
     except (ValueError, RecursionError) as e:
         where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
@@ -195,7 +175,7 @@ def check_ref(value: object, field: str) -> str | None:
     """A native document id, or None; anything else refused."""
     if value is None:
         return None
-    if not isinstance(value, str) or not _REF_RE.match(value):
+    if not REF.matches(value):
         raise NativeFormatError(
             f"{field} must be null/absent or a document id matching {REF_PATTERN} (e.g. 'UDCG-PL-2026-0042')"
         )
@@ -260,7 +240,7 @@ def parse_releasability(text: object, fmt: str) -> list[str]:
     if not isinstance(text, str) or not text.startswith("REL TO "):
         raise MarkingError(f"{fmt} releasability must be {expected}")
     codes = text[len("REL TO ") :].split(", ")
-    if not all(_ORG_RE.match(c) for c in codes):
+    if not all(ORGANISATION.matches(c) for c in codes):
         raise MarkingError(
             f"{fmt} releasability must be {expected}; each code matching ^[A-Z][A-Z0-9]{{1,15}}$"
         )
@@ -277,7 +257,7 @@ def format_releasability(codes: list[str]) -> str:
 
 def parse_caveat_list(values: object, fmt: str) -> list[str]:
     """Caveats as a list: each `^[A-Z][A-Z0-9-]{1,31}$`, sorted, unique."""
-    if not isinstance(values, list) or not all(isinstance(v, str) and _CAVEAT_RE.match(v) for v in values):
+    if not isinstance(values, list) or not all(CAVEAT.matches(v) for v in values):
         raise MarkingError(f"{fmt} caveats must be a list of codes matching ^[A-Z][A-Z0-9-]{{1,31}}$")
     if values != sorted(set(values)):
         raise MarkingError(f"{fmt} caveats must be sorted and unique")
@@ -318,11 +298,11 @@ def check_provenance(originator: object, sender: object, created: object, fmt: s
     """The broker's provenance fields on a delivered document (checked, then ignored on input)."""
     if not (
         isinstance(originator, str)
-        and _ORG_RE.match(originator)
+        and ORGANISATION.matches(originator)
         and isinstance(sender, str)
-        and _SENDER_RE.match(sender)
+        and PARTY.matches(sender)
         and isinstance(created, str)
-        and _CREATED_RE.match(created)
+        and TIMESTAMP.matches(created)
     ):
         raise NativeFormatError(
             f"{fmt} delivery provenance must be originator (organisation code), sender (sender id) and "

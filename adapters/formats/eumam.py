@@ -55,7 +55,6 @@ import msgspec.inspect as mi
 
 from adapters.formats.base import (
     DeliveredMessage,
-    NativeFormatError,
     NativeMessage,
     check_provenance,
     check_ref,
@@ -70,6 +69,7 @@ from adapters.formats.base import (
     utf8_text,
     validate_body,
 )
+from broker.errors import NativeFormatError
 from schemas.kinds import BODY_TYPES
 
 __all__ = ["MEDIA_TYPE", "EumamCodec"]

@@ -41,7 +41,6 @@ from typing import Any
 
 from adapters.formats.base import (
     DeliveredMessage,
-    NativeFormatError,
     NativeMessage,
     check_provenance,
     check_ref,
@@ -58,6 +57,7 @@ from adapters.formats.base import (
     utf8_text,
     validate_body,
 )
+from broker.errors import NativeFormatError
 
 __all__ = ["MEDIA_TYPE", "NsatuCodec"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from broker.errors import BrokerError
+from broker.errors import BrokerError, VerifyError
 
 DEFAULT_STATE = Path(".broker")
 
@@ -177,9 +177,9 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 async def _send(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     from broker.client import GatewayClient, build_message, seal_message
-    from broker.identity.pki import load_signing_key
+    from broker.identity.keys import load_signing_key
     from broker.identity.tls import client_context
-    from broker.policy.model import load_policy
+    from broker.policy.loader import load_policy
 
     paths = _state(args)
     policy = load_policy(paths.policy)
@@ -209,7 +209,7 @@ async def _send(args: argparse.Namespace, doc: dict[str, Any]) -> int:
 
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
-    from broker.identity.pki import ensure_server_cert, init_ca
+    from broker.identity.x509 import ensure_server_cert, init_ca
 
     paths = _state(args)
     made = init_ca(paths)
@@ -220,7 +220,7 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
-    from broker.identity.pki import new_operator, new_sender
+    from broker.policy.admin import new_operator, new_sender
 
     paths = _state(args)
     if args.operator:
@@ -239,8 +239,8 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def _ensure_nats_identities(paths: Any) -> None:
-    from broker.nats.auth import ensure_nats_identities
-    from broker.policy.model import load_policy
+    from broker.nats.security import ensure_nats_identities
+    from broker.policy.loader import load_policy
 
     for made in ensure_nats_identities(paths, load_policy(paths.policy)):
         print(f"NATS identity made: {made}")
@@ -248,8 +248,8 @@ def _ensure_nats_identities(paths: Any) -> None:
 
 def cmd_nats_config(args: argparse.Namespace) -> int:
     """Print the NATS config generated from the policy (TLS, one user per service, permissions)."""
-    from broker.nats.auth import render_nats_config
-    from broker.policy.model import load_policy
+    from broker.nats.security import render_nats_config
+    from broker.policy.loader import load_policy
 
     paths = _state(args)
     host, _, port = args.listen.rpartition(":")
@@ -269,10 +269,11 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
 
 
 async def _read_live_log(paths: Any, nats_url: str | None) -> list[bytes]:
-    from broker.audit.writer import read_log
-    from broker.nats.auth import READER, bus_settings
+    from broker.audit.reader import read_log
     from broker.nats.bus import Bus
-    from broker.policy.model import load_policy
+    from broker.nats.names import READER
+    from broker.nats.settings import bus_settings
+    from broker.policy.loader import load_policy
 
     instance = load_policy(paths.policy).name
     url = nats_url or _run_file(paths, "nats.url").read_text().strip()
@@ -312,13 +313,14 @@ def _progress(enabled: bool) -> Iterator[Callable[[int], None] | None]:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from broker.audit.verify import VerifyError, verify_export
-    from broker.policy.model import load_policy
+    from broker.audit.note import log_origin
+    from broker.audit.verify import verify_export
+    from broker.policy.loader import load_policy
 
     paths = _state(args)
     policy = load_policy(paths.policy)
     trusted = {kid: Ed25519PublicKey.from_public_bytes(k.public_key) for kid, k in policy.broker_keys.items()}
-    origin = f"coord-broker/{policy.name}"
+    origin = log_origin(policy.name)
     trusted_cp = Path(args.checkpoint).read_text() if args.checkpoint else None
     lines: Any
     if args.file:

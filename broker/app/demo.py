@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 import msgspec
 
 from adapters.formats import DeliveredMessage, codec_for, sample_bodies
+from broker.audit.reader import read_log, split_lines
 from broker.audit.records import RECORD_DECODER
-from broker.audit.writer import read_log, split_lines
 from broker.client import GatewayClient, build_message, seal_message, uuid7
 from broker.clock import rfc3339, utcnow
-from broker.identity.pki import load_signing_key
+from broker.identity.keys import load_signing_key
 from broker.identity.tls import client_context
 from broker.rules.labels import label_marking
 from schemas.label import Label

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from broker.client import build_message, seal_message
-from broker.identity.pki import load_signing_key
+from broker.identity.keys import load_signing_key
 from broker.identity.state import StatePaths
 
 EXAMPLE_SENDER = "nsatu-liaison"

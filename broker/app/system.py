@@ -5,7 +5,7 @@
                ─ Bus(dispatcher) ─ Dispatcher ─ JetStream COORD_DELIVER
                ─ Bus(adapter-x) ─ Adapter x ─ StubNativeSystem x        (x = nsatu, eumam, udcg)
 
-Each connection is its own NATS identity (broker/nats_auth.py, docs/nats-security.md): `coord-admin`
+Each connection is its own NATS identity (broker/nats/permissions.py, docs/nats-security.md): `coord-admin`
 creates the streams, buckets and adapter consumers and follows policy changes; the others only use them.
 
 Each part is an async context manager entered on one `AsyncExitStack`, so leaving the `System`
@@ -28,10 +28,11 @@ from adapters.formats import codec_for
 from adapters.runtime import Adapter, AdapterIdentity
 from adapters.stub import StubNativeSystem
 from broker.aio import stop_task
+from broker.audit.inbox import RemoteAuditSink
+from broker.audit.note import log_origin
 from broker.audit.records import AuditSink
-from broker.audit.remote import RemoteAuditSink
 from broker.audit.snapshot import AuditSnapshot, RemoteAuditView
-from broker.audit.writer import AuditWriter, audit_subject
+from broker.audit.writer import AuditWriter
 from broker.client import GatewayClient
 from broker.dispatch.dispatcher import Dispatcher
 from broker.errors import BusUnavailable
@@ -39,24 +40,21 @@ from broker.gateway.limiter import SharedRateLimiter
 from broker.gateway.operators import AuditApi, AuditView
 from broker.gateway.web import Gateway, build_app
 from broker.gateway.workers import GatewayWorkers, WorkerSettings
-from broker.identity.pki import ensure_defaults, load_signing_key
+from broker.identity.keys import load_signing_key
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context, server_context
 from broker.metrics.registry import Registry
 from broker.metrics.share import MetricsShare
-from broker.nats.auth import (
-    NatsPolicyFollower,
-    admin_access,
-    duplicate_window_s,
-    ensure_nats_identities,
-    nats_security,
-    service_for_bus,
-)
-from broker.nats.auth import bus_settings as nats_bus_settings
 from broker.nats.bus import Bus, BusSettings
 from broker.nats.cluster import NatsCluster
+from broker.nats.names import audit_subject
+from broker.nats.provision import NatsPolicyFollower
+from broker.nats.security import ensure_nats_identities, nats_security
 from broker.nats.server import NatsServer
-from broker.policy.model import PolicyHolder
+from broker.nats.settings import admin_access, duplicate_window_s, service_for_bus
+from broker.nats.settings import bus_settings as nats_bus_settings
+from broker.policy.defaults import ensure_defaults
+from broker.policy.holder import PolicyHolder
 
 log = structlog.get_logger(__name__)
 
@@ -301,7 +299,7 @@ class System:
         snapshot = AuditSnapshot(
             self.paths.audit_dir,
             trusted={self.broker_keyid: self.broker_key.public_key()},
-            origin=f"coord-broker/{name}",
+            origin=log_origin(name),
         )
         view = RemoteAuditView(snapshot, sink, audit_subject(name))
         share = await self._stack.enter_async_context(

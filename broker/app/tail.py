@@ -15,16 +15,17 @@ import aiohttp
 
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
+from schemas.clearance import RANK
 
 _COLOURS = {0: "\x1b[32m", 1: "\x1b[36m", 2: "\x1b[34m", 3: "\x1b[31m", 4: "\x1b[35m"}
 _RESET = "\x1b[0m"
-_RANKS = ("UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET", "TOP SECRET")
 
 
 def render(event: dict[str, Any], *, colour: bool) -> str:
     marking = event.get("marking", "UNLABELLED")
     label = event.get("label") or {}
-    rank = _RANKS.index(label["classification"]) if label.get("classification") in _RANKS else None
+    cls = label.get("classification")
+    rank = RANK.get(cls) if isinstance(cls, str) else None
     banner = f"[{marking}]"
     if colour and rank is not None:
         banner = f"{_COLOURS[rank]}{banner}{_RESET}"

@@ -32,13 +32,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, overload
 
-from broker.errors import BrokerError
+from broker.errors import AuditFilesError
 
 __all__ = [
     "LEAF_SIZE",
     "LEAVES_NAME",
     "NOTE_NAME",
-    "AuditFilesError",
     "LeafFile",
     "LeafHashes",
     "LeafStore",
@@ -52,11 +51,6 @@ NOTE_NAME = "checkpoint.note"
 #: leaves read per `os.pread` when iterating (2 MiB)
 CHUNK_LEAVES = 65_536
 
-
-class AuditFilesError(BrokerError):
-    """The audit files are missing, short, unreadable or inconsistent with the signed checkpoint.
-
-    Nothing is served from them then; the writer rebuilds them at its next start."""
 
 
 class LeafStore(Sequence[bytes]):

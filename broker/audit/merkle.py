@@ -24,11 +24,12 @@ import binascii
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
+from broker.errors import ProofError
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "CompactRange",
-    "ProofError",
     "SubtreeCache",
     "consistency_proof",
     "inclusion_proof",
@@ -43,9 +44,6 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 _sha256 = hashlib.sha256
 
-
-class ProofError(ValueError):
-    """An inclusion or consistency proof does not verify."""
 
 
 def leaf_hash(data: bytes) -> bytes:

@@ -31,17 +31,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from broker.audit.merkle import EMPTY_ROOT, HASH_SIZE
+from broker.errors import BadNoteSignature, MalformedNote, UnknownNoteKey, WrongOrigin
 
 __all__ = [
     "MAX_SIGNATURES",
-    "BadNoteSignature",
     "Checkpoint",
-    "MalformedNote",
-    "NoteError",
     "NoteSignature",
-    "UnknownNoteKey",
-    "WrongOrigin",
     "ed25519_key_id",
+    "log_origin",
     "parse_checkpoint",
     "sign_checkpoint",
     "verify_checkpoint",
@@ -56,24 +53,14 @@ _MAX_SIZE = 2**64
 _SIZE_RE = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 
 
-class NoteError(ValueError):
-    """A signed checkpoint is refused."""
 
 
-class MalformedNote(NoteError):
-    """The text is not a well-formed signed checkpoint."""
 
 
-class UnknownNoteKey(NoteError):
-    """No signature is by a trusted key (matching both key name and key ID)."""
 
-
-class BadNoteSignature(NoteError):
-    """A signature by a trusted key does not verify."""
-
-
-class WrongOrigin(NoteError):
-    """The checkpoint verifies but belongs to another log (origin line differs from the expected one)."""
+def log_origin(instance: str) -> str:
+    """The origin line of one broker instance's checkpoints: `coord-broker/<instance>`."""
+    return f"coord-broker/{instance}"
 
 
 def _has_control(text: str) -> bool:

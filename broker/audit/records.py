@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from broker.clock import rfc3339, utcnow
 from schemas.label import Label
 
 Event = Literal[
@@ -38,6 +39,47 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     actor: str | None = None
     reason: str | None = None
     envelope_sha256: str | None = None
+
+
+class About(Protocol):
+    """What a record says of a message: a `Message`, a native `DeliveredMessage`, or what intake read
+    of a refused one (any of these may be unknown)."""
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def kind(self) -> str | None: ...
+
+    @property
+    def originator(self) -> str | None: ...
+
+    @property
+    def label(self) -> Label | None: ...
+
+
+def event_about(
+    event: Event,
+    about: About | None,
+    *,
+    actor: str | None,
+    reason: str | None = None,
+    digest: str | None = None,
+    time: str | None = None,
+) -> AuditEvent:
+    """The one way an event about a message is made: its id, kind, originator and label copied from
+    `about` (none when it is None), at `time` (default now)."""
+    return AuditEvent(
+        event=event,
+        time=time if time is not None else rfc3339(utcnow()),
+        message_id=about.id if about is not None else None,
+        kind=about.kind if about is not None else None,
+        originator=about.originator if about is not None else None,
+        label=about.label if about is not None else None,
+        actor=actor,
+        reason=reason,
+        envelope_sha256=digest,
+    )
 
 
 class AuditRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="record"):

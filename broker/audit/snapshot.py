@@ -14,45 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from broker.audit.leaves import LEAVES_NAME, NOTE_NAME, AuditFilesError, LeafFile
-from broker.audit.merkle import ProofError, SubtreeCache, inclusion_proof, verify_inclusion
-from broker.audit.note import Checkpoint, NoteError, parse_checkpoint, verify_checkpoint
+from broker.audit.leaves import LEAVES_NAME, NOTE_NAME, LeafFile
+from broker.audit.merkle import SubtreeCache
+from broker.audit.note import Checkpoint, parse_checkpoint, verify_checkpoint
+from broker.audit.proofs import checked_proof
 from broker.audit.records import AuditEvent, AuditSink
+from broker.errors import AuditFilesError, NoteError
 
-__all__ = ["AuditSnapshot", "RemoteAuditView", "checked_proof"]
+__all__ = ["AuditSnapshot", "RemoteAuditView"]
 
 #: a checkpoint note is a few hundred bytes; anything much larger is not one
 NOTE_MAX_BYTES = 64 * 1024
-
-
-def checked_proof(
-    leaves: Sequence[bytes], index: int, cp: Checkpoint, cache: SubtreeCache | None = None
-) -> list[bytes]:
-    """Inclusion proof of leaf `index` under `cp`, verified against `cp.root` before it is returned.
-    `index` must be below `cp.size` (IndexError otherwise). A `cache` of these leaves' subtree roots
-    makes it O(log n) reads instead of O(n); one that does not match the leaves (a proof that does not
-    verify) is emptied, and the proof is refused."""
-    if not 0 <= index < cp.size:
-        raise IndexError(index)
-    if len(leaves) < cp.size:
-        raise AuditFilesError(
-            f"the audit leaves hold {len(leaves)} records, fewer than the checkpoint's {cp.size}"
-        )
-    path = inclusion_proof(leaves, index, cp.size, cache)
-    try:
-        verify_inclusion(leaves[index], index, cp.size, path, cp.root)
-    except ProofError as exc:
-        if cache is not None:
-            cache.reset()
-        raise AuditFilesError(
-            f"the audit leaves do not match the signed checkpoint of size {cp.size}"
-        ) from exc
-    return path
 
 
 class AuditSnapshot:

@@ -41,32 +41,30 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.audit.merkle import HASH_SIZE, CompactRange
-from broker.audit.note import (
+from broker.audit.note import Checkpoint, verify_checkpoint
+from broker.errors import (
+    BadCheckpointSignature,
     BadNoteSignature,
-    Checkpoint,
+    Equivocation,
+    LogTruncated,
+    MalformedExport,
     MalformedNote,
+    RecordEdited,
+    RecordInserted,
+    RecordRemoved,
+    RecordReordered,
+    UnknownCheckpointKey,
     UnknownNoteKey,
+    VerifyError,
     WrongOrigin,
-    verify_checkpoint,
 )
 
 __all__ = [
-    "BadCheckpointSignature",
-    "Equivocation",
-    "LogTruncated",
-    "MalformedExport",
-    "RecordEdited",
-    "RecordInserted",
-    "RecordRemoved",
-    "RecordReordered",
-    "UnknownCheckpointKey",
-    "VerifyError",
     "VerifyReport",
     "verify_export",
 ]
@@ -75,79 +73,14 @@ _SNAPSHOT_EVERY = 1024  # power of two
 _PROGRESS_EVERY = 1 << 16  # power of two
 
 
-class VerifyError(Exception):
-    """The export does not verify; ``line`` (1-based) and ``index`` locate the first break when known."""
-
-    exit_code: ClassVar[int]
-    name: ClassVar[str]
-
-    def __init__(self, message: str, *, line: int | None = None, index: int | None = None) -> None:
-        super().__init__(message)
-        self.line = line
-        self.index = index
 
 
-class MalformedExport(VerifyError):
-    """A line is not a record or checkpoint line, or a checkpoint is malformed or for another log."""
-
-    exit_code = 2
-    name = "malformed-export"
 
 
-class RecordEdited(VerifyError):
-    """A signed checkpoint's root differs from the root recomputed from the records."""
-
-    exit_code = 10
-    name = "record-edited"
 
 
-class RecordRemoved(VerifyError):
-    """Record indices skip: records are missing."""
-
-    exit_code = 11
-    name = "record-removed"
 
 
-class RecordReordered(VerifyError):
-    """Records are out of order, or a line reuses a consumed index without repeating that record."""
-
-    exit_code = 12
-    name = "record-reordered"
-
-
-class RecordInserted(VerifyError):
-    """A line repeats an earlier record verbatim."""
-
-    exit_code = 13
-    name = "record-inserted"
-
-
-class LogTruncated(VerifyError):
-    """A signed checkpoint covers more records than the export holds."""
-
-    exit_code = 14
-    name = "log-truncated"
-
-
-class BadCheckpointSignature(VerifyError):
-    """A checkpoint signature by a trusted key does not verify."""
-
-    exit_code = 15
-    name = "bad-checkpoint-signature"
-
-
-class UnknownCheckpointKey(VerifyError):
-    """A checkpoint carries no signature by a trusted key."""
-
-    exit_code = 16
-    name = "unknown-checkpoint-key"
-
-
-class Equivocation(VerifyError):
-    """The log signed two inconsistent checkpoints."""
-
-    exit_code = 17
-    name = "equivocation"
 
 
 @dataclass(frozen=True)

@@ -33,62 +33,34 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import msgspec
-import nats.errors
-import nats.js.errors
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.aio import stop_task
-from broker.audit.leaves import (
-    LEAVES_NAME,
-    AuditFilesError,
-    LeafFile,
-    LeafHashes,
-    LeafStore,
-    remove_note,
-    write_note,
-)
+from broker.audit.inbox import consume_inbox
+from broker.audit.leaves import LEAVES_NAME, LeafFile, LeafHashes, LeafStore, remove_note, write_note
 from broker.audit.merkle import CompactRange, SubtreeCache, leaf_hash
-from broker.audit.note import Checkpoint, NoteError, sign_checkpoint, verify_checkpoint
+from broker.audit.note import Checkpoint, log_origin, sign_checkpoint, verify_checkpoint
+from broker.audit.proofs import checked_proof
+from broker.audit.reader import read_log, split_lines
 from broker.audit.records import RECORD_ENCODER, AuditEvent, make_record
-from broker.audit.remote import EVENT_DECODER, INBOX_DURABLE
-from broker.audit.snapshot import checked_proof
-from broker.clock import rfc3339, utcnow
-from broker.errors import BrokerError, BusUnavailable
+from broker.errors import AuditFilesError, AuditIntegrityError, BusUnavailable, NoteError
 from broker.metrics.registry import Registry
-from broker.nats.bus import AUDIT_IN_STREAM, AUDIT_STREAM, Bus, pull_forever, translate_errors
+from broker.nats.bus import Bus
+from broker.nats.names import audit_subject
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_INSTANCE = "local"
 
 
-def audit_subject(instance: str) -> str:
-    """One log (one Merkle tree) per broker instance: `coord.audit.<instance>.log`."""
-    return f"coord.audit.{instance.replace('.', '_')}.log"
-
-
-async def last_seq_of(bus: Bus, subject: str) -> int:
-    """Stream sequence of the last audit message on `subject` (0 if none)."""
-    try:
-        raw = await bus.js.get_msg(AUDIT_STREAM, subject=subject)
-    except nats.js.errors.NotFoundError:
-        return 0
-    except nats.errors.Error as exc:
-        raise BusUnavailable(f"audit log: {exc}") from exc
-    return int(raw.seq or 0)
 
 
 # records are at most ~1 KB (fields bounded by the schemas), so a batch stays well under the 1 MB
 # NATS payload limit
 BATCH_MAX_RECORDS = 500
 
-
-class AuditIntegrityError(BrokerError):
-    """The stored log does not match its own signed checkpoint: the writer will not go on."""
 
 
 #: decisions about one message that a crash or failover can make a service report twice (it redoes
@@ -130,50 +102,6 @@ class _Pending:
     done: asyncio.Future[int]
 
 
-def split_lines(data: bytes) -> list[bytes]:
-    return [line for line in data.split(b"\n") if line]
-
-
-async def read_log(
-    bus: Bus, *, start_seq: int = 1, instance: str = DEFAULT_INSTANCE
-) -> list[tuple[int, bytes]]:
-    """Every JetStream message of one instance's audit log from `start_seq`, as (seq, data), in order."""
-    subject = audit_subject(instance)
-    last = await last_seq_of(bus, subject)
-    out: list[tuple[int, bytes]] = []
-    if last < start_seq:
-        return out
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-    try:
-        sub = await bus.js.pull_subscribe(
-            subject,
-            stream=AUDIT_STREAM,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=start_seq,
-                inactive_threshold=30.0,
-                ack_policy=AckPolicy.NONE,
-            ),
-        )
-    except nats.errors.Error as exc:
-        raise BusUnavailable(f"read audit log: {exc}") from exc
-    try:
-        seq = start_seq - 1
-        while seq < last:
-            try:
-                msgs = await sub.fetch(1000, timeout=2)
-            except nats.errors.TimeoutError:
-                continue
-            for m in msgs:
-                seq = m.metadata.sequence.stream
-                out.append((seq, m.data))
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    return out
-
-
 class AuditWriter:
     """Implements `AuditSink`. Use as `async with AuditWriter(...) as audit:`."""
 
@@ -195,7 +123,7 @@ class AuditWriter:
         self.files = files
         self.inbox = inbox
         self.instance = instance
-        self.origin = f"coord-broker/{instance}"
+        self.origin = log_origin(instance)
         self.subject = audit_subject(instance)
         self.key_name = key_name
         self._key = signing_key
@@ -295,7 +223,7 @@ class AuditWriter:
                 log.warning("audit.recover_waiting", error=str(exc))
                 await asyncio.sleep(0.5)
         self.ready.set()
-        inbox = asyncio.create_task(self._consume_inbox(), name="audit-inbox") if self.inbox else None
+        inbox = asyncio.create_task(consume_inbox(self.bus, self), name="audit-inbox") if self.inbox else None
         try:
             while True:
                 batch = await self._next_batch()
@@ -305,34 +233,6 @@ class AuditWriter:
                 await stop_task(inbox)
             await self._final_checkpoint()
             raise
-
-    async def _consume_inbox(self) -> None:
-        async def bind() -> Any:
-            with translate_errors("audit inbox"):
-                return await self.bus.js.pull_subscribe_bind(durable=INBOX_DURABLE, stream=AUDIT_IN_STREAM)
-
-        await pull_forever(self.bus, bind, self._take_inbox, batch=BATCH_MAX_RECORDS, what=INBOX_DURABLE)
-
-    async def _take_inbox(self, msgs: list[Any]) -> None:
-        """Queue each event, then ack it once its record is stored. A redelivered event (its ack was
-        lost, or the writer crashed before storing it, or a failover lost the first delivery) is
-        simply recorded again: the writer keeps one record per repeated decision (`REPEATABLE`), so
-        redelivery in any order neither loses an event nor writes it twice."""
-        pending: list[tuple[Any, asyncio.Future[int]]] = []
-        for m in msgs:
-            try:
-                ev = EVENT_DECODER.decode(m.data)
-            except msgspec.DecodeError:
-                log.error(
-                    "audit.inbox_unreadable", seq=m.metadata.sequence.stream
-                )  # only our services publish
-                # recorded, not dropped: the log shows that an event arrived and could not be read
-                ev = AuditEvent(event="rejected", time=rfc3339(utcnow()), reason="unreadable-event")
-            pending.append((m, await self.record(ev)))
-        for m, fut in pending:
-            await fut
-            with translate_errors("ack audit inbox"):
-                await m.ack()
 
     async def _recover(self) -> None:
         await self.bus.wait_ready()

@@ -171,9 +171,11 @@ def _say(text: str) -> None:
 
 def prepare_state(root: Path) -> None:
     """The dev PKI and policy `broker up` makes, plus a bench sender of NSATU with a high rate limit."""
-    from broker.identity.pki import ensure_defaults, new_sender
     from broker.identity.state import StatePaths
-    from broker.policy.model import load_policy, write_policy
+    from broker.policy.admin import new_sender
+    from broker.policy.defaults import ensure_defaults
+    from broker.policy.loader import load_policy
+    from broker.policy.render import write_policy
 
     paths = StatePaths(root)
     ensure_defaults(paths)
@@ -187,7 +189,7 @@ class Sealer:
     """Signed envelopes of the bench sender; each call makes fresh ids and `created` times."""
 
     def __init__(self, root: Path) -> None:
-        from broker.identity.pki import load_signing_key
+        from broker.identity.keys import load_signing_key
         from broker.identity.state import StatePaths
 
         self.paths = StatePaths(root)
@@ -546,9 +548,12 @@ async def raw_nats(work: Path, state: Path, envelope: bytes, sc: Scale) -> tuple
 
     from broker.client import uuid7
     from broker.identity.state import StatePaths
-    from broker.nats.auth import bus_settings, issue_nats_identity, nats_security, nats_user
-    from broker.nats.server import NatsPermissions, NatsServer, NatsUser
-    from broker.policy.model import load_policy
+    from broker.nats.config import NatsPermissions, NatsUser
+    from broker.nats.names import nats_user
+    from broker.nats.security import issue_nats_identity, nats_security
+    from broker.nats.server import NatsServer
+    from broker.nats.settings import bus_settings
+    from broker.policy.loader import load_policy
 
     paths = StatePaths(state)
     issue_nats_identity(paths, RAW_IDENTITY)
@@ -612,9 +617,9 @@ def generate_export(path: Path, root: Path, records: int) -> tuple[dict[str, Any
     from broker.audit.note import Checkpoint, sign_checkpoint
     from broker.audit.records import RECORD_ENCODER, AuditEvent, make_record
     from broker.client import uuid7
-    from broker.identity.pki import load_signing_key
+    from broker.identity.keys import load_signing_key
     from broker.identity.state import StatePaths
-    from broker.policy.model import load_policy
+    from broker.policy.loader import load_policy
     from schemas.label import Label
 
     paths = StatePaths(root)

@@ -63,7 +63,7 @@ from typing import Protocol, Self, runtime_checkable
 
 import structlog
 
-from broker.errors import BrokerError
+from broker.errors import RateTableError
 
 log = structlog.get_logger(__name__)
 
@@ -78,9 +78,6 @@ class Limiter(Protocol):
         """Take `n` tokens for `who`; 0.0 if granted, else the seconds to wait before retrying."""
         ...
 
-
-class RateTableError(BrokerError, ValueError):
-    """A shared rate-limit file that is not (or not this version or size of) a rate-limit table."""
 
 
 def _refill_take(

@@ -21,13 +21,15 @@ from aiohttp import web
 
 from broker.audit.records import AuditEvent, AuditSink
 from broker.clock import rfc3339, utcnow
-from broker.errors import BusUnavailable, Problem
+from broker.errors import Problem, Refused
+from broker.gateway.clients import client_identity, read_limited, require_media_type
 from broker.gateway.limiter import Limiter, RateLimiter
 from broker.gateway.problems import problem_middleware, problem_response
+from broker.gateway.store import AcceptedStore
 from broker.metrics.registry import Registry
-from broker.nats.bus import ACCEPTED_STREAM, HDR_DIGEST, HDR_RECEIVED, HDR_SENDER, Bus
+from broker.nats.bus import Bus
 from broker.policy.model import Policy
-from broker.rules.intake import Admitted, Intake, Partial, Refused
+from broker.rules.intake import Admitted, Intake, Partial
 from schemas.export import all_schemas
 
 log = structlog.get_logger(__name__)
@@ -47,34 +49,6 @@ class Outcome:
     status: int
     body: dict[str, Any]
     problem: Problem | None = None
-
-
-def client_identity(request: web.Request) -> str:
-    """The subject CN of the verified client certificate (the TLS layer already required one)."""
-    cert = request.transport.get_extra_info("peercert") if request.transport else None
-    cns = [v for rdn in (cert or {}).get("subject", ()) for (k, v) in rdn if k == "commonName"]
-    if len(cns) != 1:
-        raise Problem("forbidden", "a client certificate with exactly one subject CN is required")
-    return str(cns[0])
-
-
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise Problem("too-large", f"the body is limited to {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise Problem("too-large", f"the body is limited to {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def require_media_type(request: web.Request, expected: str) -> None:
-    charset = request.charset
-    if request.content_type != expected or (charset is not None and charset.lower() != "utf-8"):
-        raise Problem("unsupported-media-type", f"Content-Type must be {expected}")
 
 
 class Gateway:
@@ -98,6 +72,7 @@ class Gateway:
         self.audit = audit
         self.instance = instance
         self.intake = Intake()
+        self.store = AcceptedStore(bus)
         self.limiter: Limiter = limiter if limiter is not None else RateLimiter()  # one process alone
         self.m_requests = metrics.counter(
             "coord_http_requests_total", "HTTP requests by path and status", ("path", "status")
@@ -128,26 +103,13 @@ class Gateway:
 
     async def _store(self, a: Admitted) -> Outcome:
         m = a.message
-        headers = {HDR_DIGEST: a.digest, HDR_SENDER: a.sender, HDR_RECEIVED: rfc3339(utcnow())}
         try:
-            res = await self.bus.publish(a.subject, a.envelope, msg_id=m.id, headers=headers)
-            if res.duplicate:
-                stored = await self.bus.get(ACCEPTED_STREAM, res.seq)
-        except BusUnavailable as exc:
-            log.warning("gateway.bus_unavailable", error=str(exc))
-            raise self._refuse(
-                a, Problem("unavailable", "the message bus is down; retry with the same id")
-            ) from exc
+            res = await self.store.store(a)
+        except Problem as p:
+            raise self._refuse(a, p) from p
         if res.duplicate:
-            if stored.headers.get(HDR_DIGEST) != a.digest:
-                raise self._refuse(
-                    a, Problem("id-conflict", "this id was already used for different bytes; use a new id")
-                )
-            if not res.retried:
-                self.m_duplicates.inc()
-                return Outcome(200, {"id": m.id, "seq": res.seq, "duplicate": True})
-            # the same bytes, found on a retry of this very request: most likely our own first attempt,
-            # stored before its ack was lost; the client sent once, so it gets the first answer
+            self.m_duplicates.inc()
+            return Outcome(200, {"id": m.id, "seq": res.seq, "duplicate": True})
         self.m_accepted.inc()
         # the `accepted` record is written by the dispatcher from the stored message (see there)
         return Outcome(202, {"id": m.id, "seq": res.seq})

@@ -32,16 +32,13 @@ from types import TracebackType
 import structlog
 
 from broker.aio import stop_task
-from broker.errors import BrokerError
+from broker.errors import WorkerStartError
 
 log = structlog.get_logger(__name__)
 
 #: a worker up this long before it exited was not crash-looping: its restart back-off starts again
 STABLE_AFTER_S = 30.0
 
-
-class WorkerStartError(BrokerError):
-    """A gateway worker did not come up."""
 
 
 @dataclass(frozen=True, slots=True)

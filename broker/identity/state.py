@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BROKER_IDENTITY", "IDENTITY_RE", "StatePaths", "write_private", "write_public"]
+from schemas.ids import BROKER_ID, PARTY
 
-#: sender and operator ids (ICD §1); the broker's own identity `broker` has the same form.
-IDENTITY_RE = re.compile(r"[a-z][a-z0-9-]{2,62}")
-BROKER_IDENTITY = "broker"
+__all__ = ["StatePaths", "write_private", "write_public"]
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +73,7 @@ class StatePaths:
 
     def identity_dir(self, ident: str) -> Path:
         """`identities/<id>/`; `ident` must be a sender/operator id (or `broker`), never a path."""
-        if not IDENTITY_RE.fullmatch(ident):
+        if not PARTY.matches(ident):  # sender and operator ids; `broker` has the same form
             raise ValueError(f"identity id {ident!r} must match ^[a-z][a-z0-9-]{{2,62}}$")
         return self.identities_dir / ident
 
@@ -93,11 +91,11 @@ class StatePaths:
 
     @property
     def broker_signing_key(self) -> Path:
-        return self.signing_key(BROKER_IDENTITY)
+        return self.signing_key(BROKER_ID)
 
     @property
     def broker_keyid_file(self) -> Path:
-        return self.keyid_file(BROKER_IDENTITY)
+        return self.keyid_file(BROKER_ID)
 
     def relative(self, path: Path) -> str:
         """`path` as shown to a user: relative to the state folder where it lies inside it."""

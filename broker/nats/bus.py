@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -30,10 +30,14 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from broker.aio import stop_task
 from broker.errors import BusUnavailable
+from broker.nats.names import (
+    ACCEPTED_STREAM,
+    MSG_ID,
+)
+from broker.nats.streams import stream_configs
 
 log = structlog.get_logger(__name__)
 
@@ -48,18 +52,7 @@ class _SslEofNoise(logging.Filter):
 
 logging.getLogger("asyncio").addFilter(_SslEofNoise())
 
-ACCEPTED_STREAM = "COORD_ACCEPTED"
-DELIVERY_STREAM = "COORD_DELIVER"
-AUDIT_STREAM = "COORD_AUDIT"
-DEAD_STREAM = "COORD_DEAD"
-AUDIT_IN_STREAM = "COORD_AUDIT_IN"
-DISPATCH_DURABLE = "dispatcher"  # the dispatcher's durable consumer on COORD_ACCEPTED
 
-HDR_DIGEST = "Coord-Envelope-Sha256"
-HDR_SENDER = "Coord-Sender"
-HDR_RECEIVED = "Coord-Received"
-HDR_ORG = "Coord-Organisation"
-MSG_ID = "Nats-Msg-Id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,35 +90,6 @@ class Stored:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def stream_configs(settings: BusSettings) -> list[StreamConfig]:
-    """The streams the broker owns: file storage, `replicas` copies, delete and purge denied."""
-    common: dict[str, Any] = {
-        "storage": StorageType.FILE,
-        "retention": RetentionPolicy.LIMITS,
-        "discard": DiscardPolicy.NEW,  # a full stream refuses new messages; it never drops old ones
-        "num_replicas": settings.replicas,
-        "duplicate_window": settings.duplicate_window_s,
-    }
-    streams = (
-        (ACCEPTED_STREAM, "coord.msg.>", "accepted, signed envelopes as received"),
-        (DELIVERY_STREAM, "coord.deliver.>", "countersigned envelopes released to each organisation"),
-        (AUDIT_STREAM, "coord.audit.>", "audit records and checkpoints (ICD §7)"),
-        (
-            AUDIT_IN_STREAM,
-            "coord.auditin.>",
-            "audit events of parts run in other processes, for the one writer",
-        ),
-        (DEAD_STREAM, "coord.dead.>", "deliveries a native system refused permanently"),
-    )
-    # nothing the broker stores may be deleted or purged through the API
-    return [
-        StreamConfig(
-            name=name, subjects=[subject], deny_delete=True, deny_purge=True, description=text, **common
-        )
-        for name, subject, text in streams
-    ]
-
-
 #: publish failures that mean "no stream leader right now": retried with the same message id
 _RETRIABLE = (
     nats.errors.NoRespondersError,
@@ -144,7 +108,9 @@ def translate_errors(what: str) -> Any:
     except BusUnavailable:
         raise
     except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as exc:
-        raise BusUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        raise BusUnavailable(
+            f"{what}: {type(exc).__name__}: {exc}", operation=what, leaderless=isinstance(exc, _RETRIABLE)
+        ) from exc
 
 
 class Bus:
@@ -343,10 +309,8 @@ class Bus:
                     ack = await self.js.publish(subject, data, headers=dict(hdrs))
                 return PubResult(seq=ack.seq, duplicate=bool(ack.duplicate), retried=retried)
             except BusUnavailable as exc:
-                cause = exc.__cause__
-                retriable = isinstance(cause, _RETRIABLE)
                 late = asyncio.get_running_loop().time() + delay > deadline
-                if not retriable or not self.connected or late:
+                if not exc.leaderless or not self.connected or late:
                     raise
                 log.info("bus.publish_retry", subject_prefix=subject.split(".", 2)[1], error=str(exc))
                 await asyncio.sleep(delay)
@@ -359,51 +323,41 @@ class Bus:
             raw = await self.js.get_msg(stream, seq)
         return Stored(raw.subject or "", raw.seq or seq, raw.data or b"", dict(raw.headers or {}))
 
+    async def get_last(self, stream: str, subject: str) -> Stored | None:
+        """The last message stored on `subject` (None when there is none)."""
+        with translate_errors("get last message"):
+            try:
+                raw = await self.js.get_msg(stream, subject=subject)
+            except nats.js.errors.NotFoundError:
+                return None
+        return Stored(raw.subject or subject, raw.seq or 0, raw.data or b"", dict(raw.headers or {}))
+
+    async def last_seq_of(self, stream: str, subject: str) -> int:
+        """Stream sequence of the last message on `subject` (0 if none)."""
+        last = await self.get_last(stream, subject)
+        return last.seq if last is not None else 0
+
+    async def publish_pipelined(
+        self, items: Sequence[tuple[str, bytes, str, Mapping[str, str]]], *, timeout: float
+    ) -> list[PubResult]:
+        """Publish `(subject, data, msg_id, headers)` items in order on one connection without waiting for
+        each ack, then wait for every ack (bounded: an ack lost with a dying server never resolves).
+        Raises BusUnavailable (a retry with the same ids dedupes what did land)."""
+        if not self.connected:
+            raise BusUnavailable("not connected to NATS", operation="publish")
+        acks: list[Awaitable[Any]] = []
+        for subject, data, msg_id, headers in items:
+            with translate_errors("publish"):
+                acks.append(await self.js.publish_async(subject, data, headers={MSG_ID: msg_id, **headers}))
+        try:
+            async with asyncio.timeout(timeout):
+                with translate_errors("publish acks"):
+                    done = await asyncio.gather(*acks)
+        except TimeoutError:
+            raise BusUnavailable(f"publish acks: none within {timeout:g} s", operation="publish") from None
+        return [PubResult(seq=a.seq, duplicate=bool(a.duplicate)) for a in done]
+
     async def last_seq(self, stream: str) -> int:
         with translate_errors("stream info"):
             info = await self.js.stream_info(stream)
         return int(info.state.last_seq)
-
-
-async def pull_forever(
-    bus: Bus,
-    subscribe: Callable[[], Awaitable[Any]],
-    handle: Callable[[list[Any]], Awaitable[None]],
-    *,
-    batch: int,
-    what: str,
-    idle_limit: int = 30,
-) -> None:
-    """Fetch from a durable pull consumer and hand each batch to `handle`, for ever.
-
-    The subscription is made anew after a reconnection (`bus.generation` changed) and after
-    `idle_limit` empty one-second fetches, since a pull subscription can go silent after a server
-    restart (nats.py #504); a fetch that finds nothing is an empty batch (#418), never an error. Bus
-    failures are logged and retried; only cancellation ends the loop.
-    """
-    while True:
-        sub: Any = None
-        try:
-            sub = await subscribe()
-            gen = bus.generation
-            idle = 0
-            while gen == bus.generation and idle < idle_limit:
-                try:
-                    msgs = await sub.fetch(batch, timeout=1.0)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    idle += 1
-                    continue
-                idle = 0
-                await handle(msgs)
-        except asyncio.CancelledError:
-            raise
-        except (BusUnavailable, nats.errors.Error) as exc:
-            log.warning("bus.pull_error", consumer=what, error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(0.5)
-        except Exception:
-            log.exception("bus.pull_failed", consumer=what)
-            await asyncio.sleep(1.0)
-        finally:
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()

@@ -36,7 +36,8 @@ import structlog
 from nats.aio.client import Client
 
 from broker.errors import BusUnavailable
-from broker.nats.server import CLUSTER_NAME, NatsSecurity, NatsServer, cluster_routes, node_name
+from broker.nats.config import CLUSTER_NAME, NatsSecurity, cluster_routes, node_name
+from broker.nats.server import NatsServer
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +55,7 @@ class Wait:
 @dataclass(frozen=True, slots=True)
 class AdminAccess:
     """How the cluster talks to itself: the admin identity's client TLS context (TLS first) and its inbox
-    prefix. `tls=None` for a plain test cluster. Built by `broker.nats.auth.admin_access(paths)`."""
+    prefix. `tls=None` for a plain test cluster. Built by `broker.nats.settings.admin_access(paths)`."""
 
     tls: ssl.SSLContext | None = None
     inbox_prefix: str = "_INBOX"

@@ -24,7 +24,6 @@ problem it raises:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,10 +31,13 @@ from typing import Any
 
 import msgspec
 
-from broker.dsse import b64decode_any, pae, verify_raw
-from broker.errors import Problem
+from broker.dsse import b64decode_any
+from broker.errors import Problem, Refused
 from broker.policy.model import Policy
-from broker.rules.labels import RANK, label_problems
+from broker.rules.labels import label_problems
+from broker.rules.signatures import check_inbound, inbound_key
+from broker.rules.strict_json import has_duplicate_keys
+from schemas.clearance import RANK
 from schemas.message import ENVELOPE_DECODER, MESSAGE_DECODER, PAYLOAD_TYPE, Envelope, Message
 
 
@@ -58,57 +60,6 @@ class Admitted:
     message: Message
     sender: str
     keyid: str
-
-    @property
-    def subject(self) -> str:
-        m = self.message
-        return accepted_subject(RANK[m.label.classification], m.originator, m.kind, m.id)
-
-
-def accepted_subject(rank: int, originator: str, kind: str, msg_id: str) -> str:
-    """`coord.msg.<rank>.<originator>.<kind>.<id>`: rank and originator are tokens NATS permissions
-    can match; the id makes a stored message addressable by subject (the tail reads it back)."""
-    return f"coord.msg.{rank}.{originator}.{kind}.{msg_id}"
-
-
-class Refused(Problem):
-    """A Problem raised by intake, carrying what is known of the message for the audit record."""
-
-    def __init__(self, problem: Problem, digest: str, partial: Partial) -> None:
-        super().__init__(problem.name, problem.detail, errors=problem.errors, retry_after=problem.retry_after)
-        self.digest = digest
-        self.partial = partial
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in seen:
-            raise _DuplicateKey
-        seen[k] = v
-    return seen
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _reject_constant(_: str) -> None:
-    raise ValueError("NaN and Infinity are not JSON")
-
-
-_DUP_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-
-
-def has_duplicate_keys(text: str) -> bool:
-    """True if any JSON object in `text` repeats a key (msgspec would keep the last silently)."""
-    try:
-        _DUP_DECODER.decode(text)
-    except _DuplicateKey:
-        return True
-    except ValueError:
-        return False  # not JSON: the strict decoder will say so
-    return False
 
 
 _PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -170,21 +121,9 @@ class Intake:
             raise Problem("unsupported-media-type", f"payloadType must be {PAYLOAD_TYPE!r}")
 
         keyid = env.signatures[0].keyid
-        owner = keyid.partition(":")[0]
-        sender = policy.senders.get(client_id)
-        key = sender.keys.get(keyid) if sender is not None and owner == client_id else None
-        if sender is None or key is None:
-            raise Problem(
-                "unknown-key",
-                "the key id is not registered to the sender named by your client certificate",
-            )
-        key_problem = key.problem_at(now)
-        if key_problem == "revoked-key":
-            raise Problem("revoked-key", "this signing key is revoked; sign with a current key")
-        if key_problem == "expired-key":
-            raise Problem("expired-key", "this signing key is outside its validity period")
-        if len(sig) != 64 or not verify_raw(key.public_key, sig, pae(env.payload_type, payload)):
-            raise Problem("bad-signature", "the signature does not verify over PAE(payloadType, payload)")
+        key = inbound_key(policy, client_id, keyid, now)
+        check_inbound(key, env.payload_type, payload, sig)
+        sender = policy.senders[client_id]
 
         try:
             text = payload.decode("utf-8")

@@ -8,91 +8,12 @@ name of the first rule that fails, or None. Rule names, in order:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from broker.errors import MarkingError
+from schemas.clearance import BY_MARKING, RANK, Clearance, display_marking
 from schemas.label import Label
 
-CLASSIFICATIONS: tuple[str, ...] = ("UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET", "TOP SECRET")
-RANK: dict[str, int] = {name: i for i, name in enumerate(CLASSIFICATIONS)}
-POLICIES: tuple[str, ...] = ("NATO", "EU")
-
-NATO_MARKINGS: tuple[str, ...] = (
-    "NATO UNCLASSIFIED",
-    "NATO RESTRICTED",
-    "NATO CONFIDENTIAL",
-    "NATO SECRET",
-    "COSMIC TOP SECRET",
-)
-EU_MARKINGS: tuple[str, ...] = (
-    "UNCLASSIFIED",
-    "RESTREINT UE/EU RESTRICTED",
-    "CONFIDENTIEL UE/EU CONFIDENTIAL",
-    "SECRET UE/EU SECRET",
-    "TRES SECRET UE/EU TOP SECRET",
-)
-_MARKINGS = {"NATO": NATO_MARKINGS, "EU": EU_MARKINGS}
-_BY_MARKING: dict[str, tuple[str, str]] = {
-    marking: (policy, CLASSIFICATIONS[rank])
-    for policy, table in _MARKINGS.items()
-    for rank, marking in enumerate(table)
-}
-
 RULES: tuple[str, ...] = ("system-high", "clearance", "releasability", "caveats", "need-to-know")
-
-
-@dataclass(frozen=True, slots=True)
-class Clearance:
-    """What a reader (or the system) is cleared for: `POLICY:LEVEL[:CAVEAT+CAVEAT]`."""
-
-    policy: str
-    classification: str
-    caveats: frozenset[str] = frozenset()
-
-    def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
-        if self.classification not in RANK:
-            raise ValueError(
-                f"level must be one of {', '.join(c.replace(' ', '_') for c in CLASSIFICATIONS)}, "
-                f"not {self.classification!r}"
-            )
-
-    @property
-    def rank(self) -> int:
-        return RANK[self.classification]
-
-    @classmethod
-    def parse(cls, text: str) -> Clearance:
-        """Parse `NATO:SECRET`, `EU:TOP_SECRET:CAVEAT+OTHER` (spaces in levels written as `_`)."""
-        parts = text.split(":")
-        if len(parts) not in (2, 3) or not all(parts[:2]):
-            raise ValueError(f"clearance must look like POLICY:LEVEL[:CAVEAT+CAVEAT], not {text!r}")
-        caveats: frozenset[str] = frozenset()
-        if len(parts) == 3:
-            items = parts[2].split("+")
-            for c in items:
-                if not _is_caveat(c):
-                    raise ValueError(f"caveat {c!r} must match ^[A-Z][A-Z0-9-]{{1,31}}$")
-            caveats = frozenset(items)
-        return cls(parts[0], parts[1].replace("_", " "), caveats)
-
-    def __str__(self) -> str:
-        base = f"{self.policy}:{self.classification.replace(' ', '_')}"
-        return base + (":" + "+".join(sorted(self.caveats)) if self.caveats else "")
-
-
-def _is_caveat(c: str) -> bool:
-    return (
-        2 <= len(c) <= 32
-        and "A" <= c[0] <= "Z"
-        and all(("A" <= ch <= "Z") or ("0" <= ch <= "9") or ch == "-" for ch in c)
-    )
-
-
-def display_marking(policy: str, classification: str) -> str:
-    """The display marking of ICD §2 (e.g. `NATO SECRET`, `RESTREINT UE/EU RESTRICTED`)."""
-    return _MARKINGS[policy][RANK[classification]]
 
 
 def label_marking(label: Label) -> str:
@@ -110,11 +31,11 @@ def parse_marking(text: str) -> tuple[str, str]:
     Only the exact markings of ICD §2 are accepted: no case folding, no trimming, no guessing.
     """
     try:
-        return _BY_MARKING[text]
+        return BY_MARKING[text]
     except KeyError:
-        near = [m for m in _BY_MARKING if m.casefold() == text.strip().casefold()]
+        near = [m for m in BY_MARKING if m.casefold() == text.strip().casefold()]
         hint = f" (did you mean {near[0]!r}? markings are case- and space-exact)" if near else ""
-        expected = ", ".join(repr(m) for m in _BY_MARKING)
+        expected = ", ".join(repr(m) for m in BY_MARKING)
         raise MarkingError(f"unknown marking {text!r}{hint}; expected one of {expected}") from None
 
 

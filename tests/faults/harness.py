@@ -28,7 +28,7 @@ from adapters.formats import codec_for
 from adapters.stub import StubNativeSystem
 from broker.client import GatewayClient, build_message, seal_message
 from broker.dispatch.dispatcher import decisions
-from broker.identity.pki import load_signing_key
+from broker.identity.keys import load_signing_key
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
 from broker.policy.model import Policy

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from adapters.stub import StubNativeSystem
-from broker.identity.pki import ensure_defaults
 from broker.identity.state import StatePaths
-from broker.nats.auth import admin_access, ensure_nats_identities, nats_security
 from broker.nats.cluster import NatsCluster
+from broker.nats.security import ensure_nats_identities, nats_security
 from broker.nats.server import NatsServer
-from broker.policy.model import load_policy
+from broker.nats.settings import admin_access
+from broker.policy.defaults import ensure_defaults
+from broker.policy.loader import load_policy
 from tests.faults.harness import stubs_for
 
 ORGS = ("NSATU", "EUMAM", "UDCG")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.nats.bus import ACCEPTED_STREAM
+from broker.nats.names import ACCEPTED_STREAM
 from tests.faults.processes import Split
 from tests.faults.test_faults_single import scenario
 

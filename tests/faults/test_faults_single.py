@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.policy.model import load_policy
+from broker.policy.loader import load_policy
 from tests.faults.harness import (
     AuditCompleteness,
     LoadGenerator,
