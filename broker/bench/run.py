@@ -541,12 +541,10 @@ async def raw_nats(work: Path, state: Path, envelope: bytes, sc: Scale) -> tuple
     renders it (TLS only, handshake first, certificate-mapped users, `sync_interval: always`), by a
     bench-only user: awaited one by one, `publish_async` with the raw window, and with
     `scale_clients` in flight (what the gateway's closed-loop figure can have)."""
-    import nats
-    from nats.js.api import StorageType, StreamConfig
-
     from broker.client import uuid7
     from broker.identity.state import StatePaths
     from broker.nats.auth import bus_settings, issue_nats_identity, nats_security, nats_user
+    from broker.nats.raw import raw_jetstream
     from broker.nats.server import NatsPermissions, NatsServer, NatsUser
     from broker.policy.model import load_policy
 
@@ -557,49 +555,29 @@ async def raw_nats(work: Path, state: Path, envelope: bytes, sc: Scale) -> tuple
     )
     user = NatsUser(nats_user(RAW_IDENTITY), everything, "bench only: the raw baseline")
     security = nats_security(paths, load_policy(paths.policy), extra_users=[user])
+    subject = "bench.raw.x"
     async with NatsServer(work / "raw-nats", security=security) as srv:
         conn = bus_settings(paths, RAW_IDENTITY, srv.url, name="bench-raw", ensure_streams=False)
-        nc = await nats.connect(
-            servers=[srv.url],
-            tls=conn.tls,
-            tls_handshake_first=conn.tls_handshake_first,
-            inbox_prefix=conn.inbox_prefix,
-            pending_size=0,
-        )
-        try:
-            js = nc.jetstream(timeout=5, publish_async_max_pending=sc.raw_window)
-            await js.add_stream(
-                StreamConfig(
-                    name="BENCH_RAW",
-                    subjects=["bench.raw.>"],
-                    storage=StorageType.FILE,
-                    duplicate_window=900.0,
-                )
-            )
+        async with raw_jetstream(conn, window=sc.raw_window) as js:
+            await js.add_stream("BENCH_RAW", ["bench.raw.>"], duplicate_window_s=900.0)
             for _ in range(50):  # warm up
-                await js.publish("bench.raw.x", envelope, headers={"Nats-Msg-Id": uuid7()})
+                await js.publish(subject, envelope, uuid7())
             t0 = time.perf_counter()
             for _ in range(sc.raw_sync_n):
-                await js.publish("bench.raw.x", envelope, headers={"Nats-Msg-Id": uuid7()})
+                await js.publish(subject, envelope, uuid7())
             sync_rate = sc.raw_sync_n / (time.perf_counter() - t0)
             t0 = time.perf_counter()
-            futs = []
-            for _ in range(sc.raw_async_n):
-                futs.append(await js.publish_async("bench.raw.x", envelope, headers={"Nats-Msg-Id": uuid7()}))
-            await js.publish_async_completed()
-            await asyncio.gather(*futs)
+            await js.publish_window(subject, envelope, (uuid7() for _ in range(sc.raw_async_n)))
             async_rate = sc.raw_async_n / (time.perf_counter() - t0)
             slots = asyncio.Semaphore(sc.scale_clients)
 
             async def one() -> None:
                 async with slots:
-                    await js.publish("bench.raw.x", envelope, headers={"Nats-Msg-Id": uuid7()})
+                    await js.publish(subject, envelope, uuid7())
 
             t0 = time.perf_counter()
             await asyncio.gather(*(one() for _ in range(sc.raw_async_n)))
             window_rate = sc.raw_async_n / (time.perf_counter() - t0)
-        finally:
-            await nc.close()
     return sync_rate, async_rate, window_rate
 
 
