@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.bench.run import Figure, add_bench_parser, fig, percentile, render
+from broker.bench.cli import add_bench_parser
+from broker.bench.report import Figure, fig, percentile, render
 
 
 def test_figure_ratio_and_table() -> None:
@@ -47,7 +48,7 @@ def test_parser_registers_bench() -> None:
 def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "broker.bench.run", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "broker.bench", "--quick", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=230,
