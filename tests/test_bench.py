@@ -75,3 +75,12 @@ def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
         assert set(f) >= {"name", "value", "unit", "baseline", "ratio"}
         assert isinstance(f["value"], int | float)
         assert f["name"] in proc.stdout
+
+
+def test_metrics_cost_measures_all_three_registries(capsys: pytest.CaptureFixture[str]) -> None:
+    from broker.bench.metrics_cost import main
+
+    assert main(["--number", "200", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    for variant in ("ours", "prometheus_client ", "prometheus_client multiprocess"):
+        assert any(line.startswith(variant) for line in out.splitlines()), out
