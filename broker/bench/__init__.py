@@ -28,4 +28,5 @@ Modules, each owning one part:
     audit_export  the generated audit export and its verification rate
     procfs        memory and CPU from /proc
     report        `Figure`, `fig`, `percentile`, the table and the JSON
+    metrics_cost  not a figure: the metrics registry against prometheus_client (broker/metrics)
 """
