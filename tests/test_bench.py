@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.bench.run import Figure, add_bench_parser, fig, percentile, render
+from broker.bench.cli import add_bench_parser
+from broker.bench.report import Figure, fig, percentile, render
 
 
 def test_figure_ratio_and_table() -> None:
@@ -47,7 +48,7 @@ def test_parser_registers_bench() -> None:
 def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "broker.bench.run", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "broker.bench", "--quick", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=230,
@@ -74,3 +75,12 @@ def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
         assert set(f) >= {"name", "value", "unit", "baseline", "ratio"}
         assert isinstance(f["value"], int | float)
         assert f["name"] in proc.stdout
+
+
+def test_metrics_cost_measures_all_three_registries(capsys: pytest.CaptureFixture[str]) -> None:
+    from broker.bench.metrics_cost import main
+
+    assert main(["--number", "200", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    for variant in ("ours", "prometheus_client ", "prometheus_client multiprocess"):
+        assert any(line.startswith(variant) for line in out.splitlines()), out

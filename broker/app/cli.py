@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--no-follow", action="store_true")
     tail.add_argument("--url")
     tail.set_defaults(func=cmd_tail)
-    from broker.bench.run import add_bench_parser
+    from broker.bench.cli import add_bench_parser
 
     add_bench_parser(sub)
     return p

@@ -9,6 +9,14 @@ samples are live; the others' are at most about a second old; a file not rewritt
 `STALE_AFTER_S` (a process that died and was not restarted) is left out. Sum over `process` for
 the broker's totals. A process's counters start again from zero when it restarts, which Prometheus
 treats as a counter reset.
+
+Why not prometheus_client's multiprocess mode (measured for issue 11; see `registry.py` for the
+figures): it aggregates the processes' mmap'ed files into one exposition, summing counters, so the
+`process` label is gone; a callback gauge (`coord_audit_queue_depth`, `coord_audit_tree_size`) is
+never written to a file and scrapes as 0; a dead process's values stay until someone wipes the
+folder, where here a file not rewritten for `STALE_AFTER_S` is left out; and the mode is taken from
+`PROMETHEUS_MULTIPROC_DIR` when the library is imported, a process-wide switch that would hold
+for every `System` in the process (tests run the core in-process).
 """
 
 from __future__ import annotations
