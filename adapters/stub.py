@@ -31,12 +31,12 @@ import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
 from adapters.formats import CODECS, MAX_NATIVE_BYTES
+from broker.aio import AsyncResource
 from broker.errors import MarkingError, NativeFormatError
 
 __all__ = ["Document", "StubNativeSystem"]
@@ -67,7 +67,7 @@ def _media(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-class StubNativeSystem:
+class StubNativeSystem(AsyncResource):
     """A native liaison system on loopback: an inbox it records, an outbox an adapter polls."""
 
     def __init__(
@@ -124,7 +124,7 @@ class StubNativeSystem:
         self.outbox.append(Document(seq, bytes(doc), content_type or self.media_type))
         return seq
 
-    async def __aenter__(self) -> StubNativeSystem:
+    async def _open(self) -> None:
         app = web.Application(client_max_size=2 * MAX_NATIVE_BYTES)
         app.router.add_post("/inbox", self._inbox)
         app.router.add_get("/received", self._received)
@@ -137,11 +137,8 @@ class StubNativeSystem:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self._port = int(self._runner.addresses[0][1])
-        return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def _close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -1,7 +1,7 @@
-"""`python -m broker`: the `broker` command (broker/app/cli.py)."""
+"""`python -m broker`: the `broker` command (broker/cli.py)."""
 
 import sys
 
-from broker.app.cli import main
+from broker.cli import main
 
 sys.exit(main())

@@ -12,13 +12,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import aiohttp
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.aio import AsyncResource
 from broker.clock import rfc3339, utcnow
 from broker.dsse import b64encode, sign
 from schemas.message import PAYLOAD_TYPE
@@ -88,7 +88,7 @@ class Reply:
     headers: Mapping[str, str]
 
 
-class GatewayClient:
+class GatewayClient(AsyncResource):
     """A keep-alive HTTPS session to the gateway with a client certificate."""
 
     def __init__(self, base_url: str, ssl_ctx: ssl.SSLContext, *, timeout_s: float = 30.0) -> None:
@@ -97,18 +97,12 @@ class GatewayClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> GatewayClient:
+    async def _open(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=self._ssl, limit=64), timeout=self._timeout
         )
-        return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
+    async def _close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 import pytest_asyncio
 
-from broker.app.system import System, SystemOptions
+from broker.app.options import AdapterOptions, GatewayOptions, NatsOptions, SystemOptions
+from broker.app.system import System
 from broker.client import GatewayClient
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
@@ -85,7 +86,11 @@ def _plain_buses_inspect_as_admin() -> Iterator[None]:
 @pytest_asyncio.fixture(scope="session")
 async def system(state: StatePaths, nats_server: NatsServer) -> AsyncIterator[System]:
     opts = SystemOptions(
-        state=state.root, port=0, nats_url=nats_server.url, adapter_ack_wait_s=5.0, checkpoint_interval_s=0.5
+        state=state.root,
+        nats=NatsOptions(url=nats_server.url),
+        gateway=GatewayOptions(port=0),
+        adapters=AdapterOptions(ack_wait_s=5.0),
+        checkpoint_interval_s=0.5,
     )
     async with System(opts) as sys_:
         yield sys_

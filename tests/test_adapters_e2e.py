@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from adapters.formats import NativeMessage, codec_for
 from adapters.runtime import Adapter
 from adapters.stub import StubNativeSystem
-from broker.app.system import System, SystemOptions
+from broker.app.options import AdapterOptions, GatewayOptions, SystemOptions
+from broker.app.system import System
 from broker.audit.reader import read_log, split_lines
 from broker.client import GatewayClient
 from broker.dispatch.dispatcher import countersign
@@ -275,7 +276,10 @@ async def test_a_repeated_delivery_of_the_same_message_is_not_handed_over_twice(
 @contextlib.asynccontextmanager
 async def own_system(tmp: Path, ack_wait_s: float) -> AsyncIterator[System]:
     opts = SystemOptions(
-        state=tmp / "state", port=0, adapter_ack_wait_s=ack_wait_s, checkpoint_interval_s=0.5
+        state=tmp / "state",
+        gateway=GatewayOptions(port=0),
+        adapters=AdapterOptions(ack_wait_s=ack_wait_s),
+        checkpoint_interval_s=0.5,
     )
     async with System(opts) as sys_:
         yield sys_

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import pytest
+
 from broker.aio import stop_task
 
 
@@ -61,3 +63,58 @@ async def test_stop_task_drops_the_exception_of_a_failed_task() -> None:
     await asyncio.sleep(0)
     await stop_task(task)  # no raise: the task had already ended
     assert isinstance(task.exception(), RuntimeError)
+
+
+async def test_async_resource_stops_its_tasks_and_is_never_reopened() -> None:
+    import asyncio as _asyncio
+
+    from broker.aio import AsyncResource
+
+    events: list[str] = []
+
+    class Thing(AsyncResource):
+        async def _open(self) -> None:
+            self.task = self._spawn(_asyncio.sleep(3600), "forever")
+            events.append("open")
+
+        async def _close(self) -> None:
+            events.append(f"close, task done={self.task.done()}")
+
+    thing = Thing()
+    async with thing:
+        assert not thing.task.done()
+    assert events == ["open", "close, task done=True"]
+    await thing.aclose()  # a second close does nothing
+    assert events == ["open", "close, task done=True"]
+    with pytest.raises(RuntimeError, match="cannot be entered again"):
+        async with thing:
+            pass
+
+
+async def test_async_resource_closes_what_a_failed_open_started() -> None:
+    from broker.aio import AsyncResource
+
+    closed: list[bool] = []
+
+    class Broken(AsyncResource):
+        async def _open(self) -> None:
+            raise OSError("no")
+
+        async def _close(self) -> None:
+            closed.append(True)
+
+    with pytest.raises(OSError):
+        async with Broken():
+            pass
+    assert closed == [True]
+
+
+def test_backoff_doubles_to_its_cap_and_resets() -> None:
+    from broker.aio import Backoff
+
+    b = Backoff(0.5, 3.0)
+    assert [b.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    b.reset()
+    assert b.next() == 0.5
+    with pytest.raises(ValueError):
+        Backoff(0, 1)

@@ -13,7 +13,8 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from broker.app.system import System, SystemOptions
+from broker.app.options import GatewayOptions, NatsOptions, SystemOptions
+from broker.app.system import System
 from broker.audit.merkle import leaf_hash, verify_inclusion
 from broker.audit.note import verify_checkpoint
 from broker.audit.reader import read_log, split_lines
@@ -57,7 +58,11 @@ async def test_restart_continues_the_tree_and_verifies(tmp_path: Path) -> None:
     ensure_defaults(state)
     async with NatsServer(tmp_path / "nats") as srv:
         opts = SystemOptions(
-            state=state.root, port=0, nats_url=srv.url, adapters=False, checkpoint_interval_s=0.2
+            state=state.root,
+            parts=frozenset({"core", "dispatcher"}),
+            nats=NatsOptions(url=srv.url),
+            gateway=GatewayOptions(port=0),
+            checkpoint_interval_s=0.2,
         )
         sizes = []
         for round_ in range(2):

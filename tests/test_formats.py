@@ -23,7 +23,8 @@ from adapters.formats import (
     codec_for,
     sample_bodies,
 )
-from adapters.formats.base import make_label, validate_body
+from adapters.formats.base import make_label
+from adapters.formats.bodies import validate_body
 from adapters.formats.udcg import neutralise_cell, restore_cell
 from broker.errors import BrokerError, MarkingError, NativeFormatError
 from schemas.clearance import RANK

@@ -24,7 +24,8 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from broker.app.system import System, SystemOptions
+from broker.app.options import AdapterOptions, GatewayOptions, SystemOptions
+from broker.app.system import System
 from broker.audit.merkle import verify_inclusion
 from broker.audit.note import parse_checkpoint
 from broker.audit.reader import read_log, split_lines
@@ -60,7 +61,10 @@ async def workers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sys
     new_operator(paths, OPS, "NSATU", "NATO:SECRET")
     write_policy(paths.policy, _limit(load_policy(paths.policy)))
     opts = SystemOptions(
-        state=paths.root, port=0, gateway_workers=2, adapter_ack_wait_s=5.0, checkpoint_interval_s=0.3
+        state=paths.root,
+        gateway=GatewayOptions(port=0, workers=2),
+        adapters=AdapterOptions(ack_wait_s=5.0),
+        checkpoint_interval_s=0.3,
     )
     async with System(opts) as sys_:
         assert sys_.workers is not None and len(sys_.workers.pids) == 2

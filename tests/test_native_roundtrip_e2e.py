@@ -21,7 +21,8 @@ from adapters.formats import DeliveredMessage, NativeMessage, codec_for, sample_
 from adapters.formats.base import make_label
 from adapters.formats.udcg import DELIVERED_COLUMNS
 from adapters.stub import StubNativeSystem
-from broker.app.system import ORGANISATIONS, System
+from broker.app.options import ORGANISATIONS
+from broker.app.system import System
 from broker.identity.state import StatePaths
 from broker.nats.bus import Bus
 from broker.nats.names import ACCEPTED_STREAM

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.app import cli
+from broker import cli
 from broker.identity.state import StatePaths
 from broker.nats.names import (
     ADMIN,

@@ -16,7 +16,8 @@ from typing import Any
 
 import msgspec
 
-from broker.app.system import System, SystemOptions
+from broker.app.options import GatewayOptions, NatsOptions, SystemOptions
+from broker.app.system import System
 from broker.audit.reader import read_log
 from broker.client import GatewayClient, Reply
 from broker.clock import utcnow
@@ -84,7 +85,11 @@ async def test_nats_down_then_back(tmp_path: Path) -> None:
     try:
         async with asyncio.timeout(DEADLINE_S):
             opts = SystemOptions(
-                state=state.root, port=0, nats_url=srv.url, adapters=False, checkpoint_interval_s=0.5
+                state=state.root,
+                parts=frozenset({"core", "dispatcher"}),
+                nats=NatsOptions(url=srv.url),
+                gateway=GatewayOptions(port=0),
+                checkpoint_interval_s=0.5,
             )
             async with System(opts) as system:
                 ctx = client_context(

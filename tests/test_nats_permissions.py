@@ -28,7 +28,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from broker.app.system import System, SystemOptions
+from broker.app.options import AdapterOptions, GatewayOptions, SystemOptions
+from broker.app.system import System
 from broker.client import GatewayClient
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context
@@ -79,8 +80,8 @@ async def secure(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Syst
     """The production path: `broker up`'s System with its embedded, generated, locked-down NATS."""
     opts = SystemOptions(
         state=tmp_path_factory.mktemp("secure-state"),
-        port=0,
-        adapter_ack_wait_s=5.0,
+        gateway=GatewayOptions(port=0),
+        adapters=AdapterOptions(ack_wait_s=5.0),
         checkpoint_interval_s=0.5,
     )
     async with System(opts) as sys_:

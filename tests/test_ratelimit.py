@@ -412,9 +412,9 @@ def test_processes_share_one_rate(table: Path) -> None:
     # CLOCK_MONOTONIC): one bucket can grant at most burst + rate x that span
     span = max(r[3] for r in results) - min(r[2] for r in results)
     ceiling = burst + rate * span
+    # one limit, not one per process: per-process buckets would each grant burst + rate x their own
+    # span, about 4x this ceiling, whatever the machine's load made the span
     assert granted <= ceiling + 1e-6, f"{granted} granted, one limit allows {ceiling:.1f}"
-    # one limit, not one per process: per-process buckets would have granted ~4x (about 280 here)
-    assert granted < 2 * (burst + rate * seconds)
     # and the workers, which never stopped asking, did get the limit: the bucket kept being drained
     assert granted >= burst + 0.5 * rate * seconds, f"only {granted} granted in {span:.2f} s"
     assert all(r[1] > 0 for r in results)

@@ -21,7 +21,8 @@ import pytest
 
 from adapters.formats import NativeMessage, codec_for
 from adapters.stub import StubNativeSystem
-from broker.app.system import System, SystemOptions
+from broker.app.options import AdapterOptions, GatewayOptions, SystemOptions
+from broker.app.system import System
 from broker.audit.reader import read_log, split_lines
 from broker.client import GatewayClient
 from broker.identity.state import StatePaths
@@ -231,7 +232,12 @@ async def test_withheld_records_name_the_first_failing_rule(
 @contextlib.asynccontextmanager
 async def own_system(tmp: Path) -> AsyncIterator[tuple[System, StatePaths, Bus]]:
     """A whole system on its own embedded nats-server and state folder (default policy, ICD §9)."""
-    opts = SystemOptions(state=tmp / "state", port=0, adapter_ack_wait_s=5.0, checkpoint_interval_s=0.5)
+    opts = SystemOptions(
+        state=tmp / "state",
+        gateway=GatewayOptions(port=0),
+        adapters=AdapterOptions(ack_wait_s=5.0),
+        checkpoint_interval_s=0.5,
+    )
     async with System(opts) as sys_:
         async with Bus(BusSettings(servers=(sys_.nats_url,), name="tests-own"), ensure_streams=False) as b:
             await b.wait_connected(10)

@@ -5,7 +5,8 @@ See docs/native-formats.md. `CODECS` maps a codec name to its instance; `codec_f
 
 from __future__ import annotations
 
-from adapters.formats.base import MAX_NATIVE_BYTES, Codec, DeliveredMessage, NativeMessage, sample_bodies
+from adapters.formats.base import MAX_NATIVE_BYTES, Codec, DeliveredMessage, NativeMessage
+from adapters.formats.bodies import sample_bodies
 from adapters.formats.eumam import EumamCodec
 from adapters.formats.nsatu import NsatuCodec
 from adapters.formats.udcg import UdcgCodec

@@ -67,8 +67,8 @@ from adapters.formats.base import (
     render_marking,
     short,
     utf8_text,
-    validate_body,
 )
+from adapters.formats.bodies import validate_body
 from broker.errors import NativeFormatError
 from schemas.kinds import BODY_TYPES
 

@@ -55,8 +55,8 @@ from adapters.formats.base import (
     short,
     strict_json_loads,
     utf8_text,
-    validate_body,
 )
+from adapters.formats.bodies import validate_body
 from broker.errors import NativeFormatError
 
 __all__ = ["MEDIA_TYPE", "NsatuCodec"]

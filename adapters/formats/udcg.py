@@ -69,8 +69,8 @@ from adapters.formats.base import (
     render_marking,
     strict_json_loads,
     utf8_text,
-    validate_body,
 )
+from adapters.formats.bodies import validate_body
 from broker.errors import NativeFormatError
 
 __all__ = [

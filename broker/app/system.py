@@ -15,11 +15,10 @@ stops everything it started, in reverse order, and nothing else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import structlog
 from aiohttp import web
@@ -27,7 +26,8 @@ from aiohttp import web
 from adapters.formats import codec_for
 from adapters.runtime import Adapter, AdapterIdentity
 from adapters.stub import StubNativeSystem
-from broker.aio import stop_task
+from broker.aio import AsyncResource, stop_task
+from broker.app.options import ORGANISATIONS, SystemOptions
 from broker.audit.inbox import RemoteAuditSink
 from broker.audit.note import log_origin
 from broker.audit.records import AuditSink
@@ -58,43 +58,6 @@ from broker.policy.holder import PolicyHolder
 
 log = structlog.get_logger(__name__)
 
-ORGANISATIONS: dict[str, str] = {"NSATU": "nsatu", "EUMAM": "eumam", "UDCG": "udcg"}
-
-
-@dataclass(frozen=True, slots=True)
-class SystemOptions:
-    """What this process runs. The default is everything (`broker up`); `broker run` starts one part
-    per process (the fault suite kills them one by one):
-
-    - core: `gateway` + the audit writer (taking other processes' events from COORD_AUDIT_IN) + the
-      operators' API + the admin identity that provisions NATS;
-    - `dispatcher` alone, or one adapter (`adapter_orgs`) alone: their audit events go to the core
-      through JetStream (`RemoteAuditSink`), and an adapter talks to `native_urls[org]`;
-    - `gateway_worker`: one process of a gateway spread over `gateway_workers` processes on one port
-      (broker/workers.py); its audit events go to the core like the dispatcher's, and it serves
-      checkpoints and proofs from the audit writer's files.
-    """
-
-    state: Path
-    host: str = "127.0.0.1"
-    port: int = 8443
-    nats_url: str | None = None  # None: start the embedded nats-server; may list seeds, comma-separated
-    adapters: bool = True
-    adapter_ack_wait_s: float = 30.0
-    checkpoint_interval_s: float = 10.0
-    gateway: bool = True  # the gateway, the audit writer and NATS provisioning (the core)
-    dispatcher: bool = True
-    adapter_orgs: tuple[str, ...] | None = None  # None: every organisation of ORGANISATIONS
-    native_urls: Mapping[str, str] | None = None  # external native systems; None: start stubs here
-    gateway_url: str | None = None  # where adapters publish inbound, when the gateway runs elsewhere
-    stub_idempotent: bool = False
-    replicas: int = 1  # copies of every stream (3 with `cluster=3`)
-    cluster: int = 1  # embedded NATS nodes (1, or 3 for a JetStream cluster on loopback)
-    gateway_workers: int = 0  # the core's gateway: 0 in this process; N in N worker processes
-    gateway_worker: bool = False  # this process is one gateway worker (`broker run gateway`)
-    worker_index: int = 0  # which one (shown by its /healthz)
-
-
 @dataclass
 class Status:
     lines: list[tuple[str, str]] = field(default_factory=list)
@@ -103,7 +66,7 @@ class Status:
         self.lines.append((component, where))
 
 
-class System:
+class System(AsyncResource):
     """`async with System(options) as system:` runs everything; `system.status` says where."""
 
     def __init__(self, options: SystemOptions) -> None:
@@ -123,17 +86,10 @@ class System:
         self.audit: AuditSink
         self.writer: AuditWriter
 
-    async def __aenter__(self) -> System:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
+    async def _open(self) -> None:
+        await self._start()
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def _close(self) -> None:
         await self._stack.aclose()
 
     def bus_settings(self, name: str) -> BusSettings:
@@ -145,9 +101,9 @@ class System:
             seeds[0],
             servers=seeds,
             name=name,
-            replicas=max(self.options.replicas, 3 if self.options.cluster > 1 else 1),
+            replicas=max(self.options.nats.replicas, 3 if self.options.nats.cluster > 1 else 1),
             # a stream leader election takes 5-9 s after a node dies: ride it out in cluster mode
-            publish_retry_s=20.0 if self.options.cluster > 1 or "," in self.nats_url else 8.0,
+            publish_retry_s=20.0 if self.options.nats.cluster > 1 or "," in self.nats_url else 8.0,
             duplicate_window_s=duplicate_window_s(p),
         )
 
@@ -167,24 +123,24 @@ class System:
         o, paths, st = self.options, self.paths, self._stack
         self.created = ensure_defaults(paths)
         self.holder = PolicyHolder(paths.policy)
-        self.created += ensure_nats_identities(paths, self.holder.current, route=o.cluster > 1)
+        self.created += ensure_nats_identities(paths, self.holder.current, route=o.nats.cluster > 1)
         watcher = asyncio.create_task(self.holder.watch(), name="policy-watch")
         st.push_async_callback(_cancel, watcher)
         self.status.add("policy", f"{paths.policy} (reloaded on change)")
 
-        if o.nats_url is None and o.cluster > 1:
+        if o.nats.url is None and o.nats.cluster > 1:
             self.cluster = await st.enter_async_context(
                 NatsCluster(
                     paths.nats_dir,
                     nats_security(paths, self.holder.current),
-                    o.cluster,
+                    o.nats.cluster,
                     admin=admin_access(paths),
                 )
             )
             self.nats_url = ",".join(self.cluster.urls)
             names = ", ".join(n.name for n in self.cluster.nodes)
             self.status.add("nats", f"{self.nats_url} (embedded cluster {names}: TLS clients and routes)")
-        elif o.nats_url is None:
+        elif o.nats.url is None:
             self.nats = await st.enter_async_context(
                 NatsServer(paths.nats_dir, security=nats_security(paths, self.holder.current))
             )
@@ -192,25 +148,25 @@ class System:
             where = f"embedded, TLS + one user per service, JetStream in {paths.nats_dir}"
             self.status.add("nats", f"{self.nats_url} ({where})")
         else:
-            self.nats_url = o.nats_url
+            self.nats_url = o.nats.url
             self.status.add("nats", f"{self.nats_url} (external)")
 
         policy = self.holder.current
         self.broker_keyid, self.broker_key = load_signing_key(paths, "broker")
-        if o.gateway:
+        if o.runs("core"):
             await self._start_core()
-        elif o.gateway_worker:
+        elif o.runs("gateway-worker"):
             await self._start_worker()
         else:
-            self.gateway_url = o.gateway_url or ""
+            self.gateway_url = o.adapters.gateway_url or ""
 
-        if o.dispatcher:
+        if o.runs("dispatcher"):
             disp_bus = await self._bus("coord-dispatcher")
             self.dispatcher = await st.enter_async_context(
                 Dispatcher(
                     disp_bus,
                     policy=self.holder,
-                    audit=self._sink(disp_bus, "dispatcher"),
+                    audit=await self._sink(disp_bus, "dispatcher"),
                     broker_keyid=self.broker_keyid,
                     broker_key=self.broker_key,
                     metrics=self.metrics,
@@ -220,18 +176,18 @@ class System:
                 "dispatcher", f"durable consumer on COORD_ACCEPTED, countersigning as {self.broker_keyid}"
             )
 
-        if o.adapters:
-            orgs = o.adapter_orgs if o.adapter_orgs is not None else tuple(ORGANISATIONS)
+        if o.runs("adapter"):
+            orgs = o.adapters.orgs if o.adapters.orgs is not None else tuple(ORGANISATIONS)
             for org in orgs:
                 await self._start_adapter(org, ORGANISATIONS[org])
         log.info("system.started", instance=policy.name, parts=[c for c, _ in self.status.lines])
 
-    def _sink(self, bus: Bus, service: str) -> AuditSink:
+    async def _sink(self, bus: Bus, service: str) -> AuditSink:
         """The writer itself when it runs in this process; otherwise its inbox, as `service`."""
-        if self.options.gateway:
+        if self.options.runs("core"):
             return self.writer
         self.status.add(f"audit ({service})", "events to the audit writer through COORD_AUDIT_IN")
-        return RemoteAuditSink(bus, service)
+        return await self._stack.enter_async_context(RemoteAuditSink(bus, service))
 
     async def _start_core(self) -> None:
         o, paths, st = self.options, self.paths, self._stack
@@ -243,7 +199,7 @@ class System:
                 admin_bus,
                 paths,
                 self.cluster or self.nats,
-                adapter_ack_wait_s=o.adapter_ack_wait_s,
+                adapter_ack_wait_s=o.adapters.ack_wait_s,
             )
         )
         audit_bus = await self._bus("coord-audit")
@@ -255,7 +211,7 @@ class System:
                 signing_key=self.broker_key,
                 metrics=self.metrics,
                 checkpoint_interval_s=o.checkpoint_interval_s,
-                inbox=not (o.dispatcher and o.adapters) or o.gateway_workers > 0,
+                inbox=not (o.runs("dispatcher") and o.runs("adapter")) or o.gateway.workers > 0,
                 files=paths.audit_dir,
             )
         )
@@ -265,17 +221,17 @@ class System:
             "audit", f"tree size {self.writer.tree.size}, checkpoints signed by {self.broker_keyid}"
         )
 
-        if o.gateway_workers > 0:
+        if o.gateway.workers > 0:
             # the core serves no HTTP: its metrics reach /metrics through the gateway processes
             await st.enter_async_context(MetricsShare(self.metrics, self._metrics_dir, "core"))
             workers = await st.enter_async_context(
                 GatewayWorkers(
                     WorkerSettings(
-                        count=o.gateway_workers,
+                        count=o.gateway.workers,
                         state=paths.root,
                         nats_url=self.nats_url,
-                        host=o.host,
-                        port=o.port,
+                        host=o.gateway.host,
+                        port=o.gateway.port,
                     )
                 )
             )
@@ -284,7 +240,7 @@ class System:
             pids = ", ".join(map(str, workers.pids))
             self.status.add(
                 "gateway",
-                f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt}; {o.gateway_workers} processes: {pids})",
+                f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt}; {o.gateway.workers} processes: {pids})",
             )
             return
         await self._serve_gateway(
@@ -294,7 +250,7 @@ class System:
     async def _start_worker(self) -> None:
         """One gateway process of several: audit events to the core's writer, proofs from its files."""
         gw_bus = await self._bus("coord-gateway")
-        sink = RemoteAuditSink(gw_bus, "gateway")
+        sink = await self._stack.enter_async_context(RemoteAuditSink(gw_bus, "gateway"))
         name = self.holder.current.name
         snapshot = AuditSnapshot(
             self.paths.audit_dir,
@@ -303,7 +259,7 @@ class System:
         )
         view = RemoteAuditView(snapshot, sink, audit_subject(name))
         share = await self._stack.enter_async_context(
-            MetricsShare(self.metrics, self._metrics_dir, f"gateway-{self.options.worker_index}")
+            MetricsShare(self.metrics, self._metrics_dir, f"gateway-{self.options.gateway.worker_index}")
         )
         await self._serve_gateway(gw_bus, sink, view, reuse_port=True, render_metrics=share.render_all)
 
@@ -332,7 +288,7 @@ class System:
             metrics=self.metrics,
             instance=policy.name,
             limiter=limiter,
-            worker=o.worker_index if o.gateway_worker else None,
+            worker=o.gateway.worker_index if o.runs("gateway-worker") else None,
             render_metrics=render_metrics,
         )
         reader_bus = await self._bus("coord-reader")
@@ -343,27 +299,27 @@ class System:
         st.push_async_callback(runner.cleanup)
         site = web.TCPSite(
             runner,
-            o.host,
-            o.port,
+            o.gateway.host,
+            o.gateway.port,
             ssl_context=server_context(paths.ca_crt, paths.server_crt, paths.server_key),
             reuse_port=reuse_port or None,
         )
         await site.start()
         port = runner.addresses[0][1]
-        self.gateway_url = f"https://{o.host}:{port}"
+        self.gateway_url = f"https://{o.gateway.host}:{port}"
         self.status.add("gateway", f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt})")
 
     async def _start_adapter(self, org: str, name: str) -> None:
         o, paths, st = self.options, self.paths, self._stack
         codec = codec_for(name)
-        if o.native_urls is None:
+        if o.adapters.native_urls is None:
             stub = await st.enter_async_context(
-                StubNativeSystem(name, codec.media_type, idempotent=o.stub_idempotent)
+                StubNativeSystem(name, codec.media_type, idempotent=o.adapters.stub_idempotent)
             )
             self.stubs[org] = stub
             native_url, where = stub.url, f"stub {stub.url}"
         else:
-            native_url, where = o.native_urls[org], f"native system {o.native_urls[org]}"
+            native_url, where = o.adapters.native_urls[org], f"native system {o.adapters.native_urls[org]}"
         sender = f"{name}-adapter"
         keyid, key = load_signing_key(paths, sender)
         client = await st.enter_async_context(
@@ -379,11 +335,11 @@ class System:
                 native_url=native_url,
                 bus=bus,
                 policy=self.holder,
-                audit=self._sink(bus, f"adapter-{name}"),
+                audit=await self._sink(bus, f"adapter-{name}"),
                 identity=AdapterIdentity(sender, keyid, key),
                 gateway=client,
                 state_dir=paths.root / "adapters" / name,
-                ack_wait_s=self.options.adapter_ack_wait_s,
+                ack_wait_s=self.options.adapters.ack_wait_s,
             )
         )
         self.adapters[org] = adapter

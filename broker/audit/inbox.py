@@ -20,7 +20,7 @@ import uuid
 import msgspec
 import structlog
 
-from broker.aio import Backoff
+from broker.aio import AsyncResource, Backoff, stop_task
 from broker.audit.records import AuditEvent, AuditSink
 from broker.clock import rfc3339, utcnow
 from broker.errors import BusUnavailable
@@ -38,17 +38,33 @@ EVENT_DECODER: msgspec.json.Decoder[AuditEvent] = msgspec.json.Decoder(AuditEven
 BATCH = 500
 
 
-class RemoteAuditSink:
-    """Implements `AuditSink` over JetStream for a service outside the writer's process."""
+class RemoteAuditSink(AsyncResource):
+    """Implements `AuditSink` over JetStream for a service outside the writer's process. Use as
+    `async with`: it owns its publishes, and leaving waits up to `drain_s` for those still retrying
+    (an event its caller did not wait for would otherwise be dropped silently) before it stops them."""
 
-    def __init__(self, bus: Bus, service: str, *, in_flight: int = 1000) -> None:
+    def __init__(self, bus: Bus, service: str, *, in_flight: int = 1000, drain_s: float = 5.0) -> None:
         self.bus = bus
         self.subject = inbox_subject(service)
+        self.drain_s = drain_s
         self._slots = asyncio.Semaphore(in_flight)
+        self._pending: set[asyncio.Task[int]] = set()
 
     async def record(self, ev: AuditEvent) -> asyncio.Future[int]:
         await self._slots.acquire()
-        return asyncio.ensure_future(self._publish(EVENT_ENCODER.encode(ev), uuid.uuid4().hex))
+        publish = self._publish(EVENT_ENCODER.encode(ev), uuid.uuid4().hex)
+        task = asyncio.get_running_loop().create_task(publish)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
+
+    async def _close(self) -> None:
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=self.drain_s)
+        if self._pending:
+            log.error("audit.remote_unsent", events=len(self._pending))
+        for task in list(self._pending):
+            await stop_task(task)
 
     async def _publish(self, data: bytes, msg_id: str) -> int:
         backoff = Backoff(0.1, 2.0)

@@ -27,18 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import msgspec
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.aio import stop_task
+from broker.aio import AsyncResource, Backoff, stop_task
 from broker.audit.inbox import consume_inbox
 from broker.audit.leaves import LEAVES_NAME, LeafFile, LeafHashes, LeafStore, remove_note, write_note
 from broker.audit.merkle import CompactRange, SubtreeCache, leaf_hash
@@ -46,6 +43,7 @@ from broker.audit.note import Checkpoint, log_origin, sign_checkpoint, verify_ch
 from broker.audit.proofs import checked_proof
 from broker.audit.reader import read_log, split_lines
 from broker.audit.records import RECORD_ENCODER, AuditEvent, make_record
+from broker.audit.repeats import Repeats, repeat_key
 from broker.errors import AuditFilesError, AuditIntegrityError, BusUnavailable, NoteError
 from broker.metrics.registry import Registry
 from broker.nats.bus import Bus
@@ -63,31 +61,6 @@ BATCH_MAX_RECORDS = 500
 
 
 
-#: decisions about one message that a crash or failover can make a service report twice (it redoes
-#: the step after losing its ack); the writer records each once per (event, message, actor)
-REPEATABLE = frozenset({"accepted", "released", "withheld", "delivered", "dead-lettered"})
-RECENT_MAX = 200_000
-
-
-class _RecordKey(msgspec.Struct):
-    event: str
-    message_id: str | None = None
-    actor: str | None = None
-    reason: str | None = None
-
-
-_KEY = msgspec.json.Decoder(_RecordKey)
-
-
-def repeat_key(event: str, message_id: str | None, actor: str | None, reason: str | None) -> bytes | None:
-    """What makes two records the same decision, as a 16-byte digest: the writer remembers up to
-    RECENT_MAX of them, and a digest costs a third of the memory of the four strings."""
-    if event not in REPEATABLE or message_id is None:
-        return None
-    fields = (event, message_id, actor or "", reason or "")
-    return hashlib.blake2b("\x00".join(fields).encode(), digest_size=16).digest()
-
-
 class _LineKind(msgspec.Struct):
     type: str
     note: str | None = None
@@ -102,7 +75,7 @@ class _Pending:
     done: asyncio.Future[int]
 
 
-class AuditWriter:
+class AuditWriter(AsyncResource):
     """Implements `AuditSink`. Use as `async with AuditWriter(...) as audit:`."""
 
     def __init__(
@@ -133,7 +106,7 @@ class AuditWriter:
         self.tree = CompactRange()
         self.leaves: LeafStore = LeafHashes()  # a LeafFile once recovered, when `files` is given
         self._proof_cache = SubtreeCache()  # subtree roots of `leaves`, for fast proofs
-        self._recent: OrderedDict[bytes, int] = OrderedDict()  # repeat key -> index
+        self._repeats = Repeats()
         # the latest signed checkpoint and its note, replaced together as one tuple: a proof computed
         # in another thread (the operators' API) reads both at once and never a mix of two
         self.head: tuple[Checkpoint, str] | None = None
@@ -146,16 +119,16 @@ class AuditWriter:
         metrics.gauge("coord_audit_queue_depth", "audit records waiting for the writer", self._queue.qsize)
         metrics.gauge("coord_audit_tree_size", "records in the audit Merkle tree", lambda: self.tree.size)
 
-    async def __aenter__(self) -> AuditWriter:
+    async def _open(self) -> None:
+        # not `_spawn`: on close the queue is drained before the task is stopped (see `_close`)
         self._task = asyncio.create_task(self._run(), name="audit-writer")
-        return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
+    async def _close(self) -> None:
+        await self.drain_and_stop()
 
-    async def aclose(self, drain_timeout: float = 5.0) -> None:
+    async def drain_and_stop(self, drain_timeout: float = 5.0) -> None:
+        """Write what producers handed over (for at most `drain_timeout`), sign the final checkpoint,
+        stop the task and close the leaf file."""
         if self._task is None:
             return
         if self.ready.is_set() and self.bus.connected and not self._task.done():
@@ -269,8 +242,7 @@ class AuditWriter:
             for line in split_lines(data):
                 kind = _LINE.decode(line)
                 if kind.type == "record":
-                    k = _KEY.decode(line)
-                    self._remember(repeat_key(k.event, k.message_id, k.actor, k.reason), tree.size)
+                    self._repeats.remember_line(line, tree.size)
                     h = leaf_hash(line)
                     tree.append(h)
                     hashes.append(h)
@@ -316,14 +288,6 @@ class AuditWriter:
             batch.append(self._queue.get_nowait())
         return batch
 
-    def _remember(self, key: bytes | None, index: int) -> None:
-        if key is None:
-            return
-        self._recent[key] = index
-        self._recent.move_to_end(key)
-        if len(self._recent) > RECENT_MAX:
-            self._recent.popitem(last=False)
-
     async def _write(self, batch: list[_Pending]) -> None:
         repeats = [p for p in batch if self._repeat_of(p) is not None]
         batch = [p for p in batch if self._repeat_of(p) is None]
@@ -361,22 +325,18 @@ class AuditWriter:
             return
         data = b"\n".join(lines) + b"\n"
         first = self.tree.size
-        delay = 0.1
+        backoff = Backoff(0.1, 2.0)
+        msg_id = f"audit-{self.instance}-{first}-{tree.size}"
         while True:
             try:
-                await self.bus.publish(
-                    self.subject,
-                    data,
-                    msg_id=f"audit-{self.instance}-{first}-{tree.size}",
-                )
+                await self.bus.publish(self.subject, data, msg_id=msg_id)
                 break
             except BusUnavailable as exc:
                 log.warning("audit.write_retry", error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await backoff.sleep()
         self.tree = tree
         for k, index in keys.items():
-            self._remember(k, index)
+            self._repeats.remember(k, index)
         self._settle_repeats([p for p in repeats if not p.done.done()])
         self._append_leaves(hashes)
         for i, p in enumerate(batch):
@@ -390,8 +350,7 @@ class AuditWriter:
             self._publish_note(note)
 
     def _repeat_of(self, p: _Pending) -> int | None:
-        k = repeat_key(p.ev.event, p.ev.message_id, p.ev.actor, p.ev.reason)
-        return self._recent.get(k) if k is not None else None
+        return self._repeats.index_of(repeat_key(p.ev.event, p.ev.message_id, p.ev.actor, p.ev.reason))
 
     def _settle_repeats(self, repeats: list[_Pending]) -> None:
         """A repeated decision is already in the log: its future gets the first record's index."""

@@ -72,13 +72,15 @@ def _timed_stub_class() -> type[Any]:
 async def serve_broker(state: Path, ready: Path, workers: int = 0) -> None:
     import broker.app.system as service
     from broker import logs
+    from broker.app.options import GatewayOptions, SystemOptions
 
     logs.configure(console=False, level=logging.WARNING)
     setattr(service, "StubNativeSystem", _timed_stub_class())  # noqa: B010 - bench instrumentation only
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with service.System(service.SystemOptions(state=state, port=0, gateway_workers=workers)) as system:
+    opts = SystemOptions(state=state, gateway=GatewayOptions(port=0, workers=workers))
+    async with service.System(opts) as system:
         nats_pid = system.nats.proc.pid if system.nats is not None and system.nats.proc else 0
 
         async def stats(request: web.Request) -> web.Response:
@@ -134,12 +136,13 @@ async def serve_gateway(state: Path, ready: Path, workers: int) -> None:
     NATS; no dispatcher, no adapters (their work does not grow with gateway processes)."""
     import broker.app.system as service
     from broker import logs
+    from broker.app.options import GatewayOptions, SystemOptions
 
     logs.configure(console=False, level=logging.WARNING)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    opts = service.SystemOptions(
-        state=state, port=0, gateway_workers=workers, dispatcher=False, adapters=False
+    opts = SystemOptions(
+        state=state, parts=frozenset({"core"}), gateway=GatewayOptions(port=0, workers=workers)
     )
     async with service.System(opts) as system:
         pids = system.workers.pids if system.workers is not None else []

@@ -19,8 +19,8 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from broker.audit.records import AuditEvent, AuditSink
-from broker.clock import rfc3339, utcnow
+from broker.audit.records import AuditSink, event_about
+from broker.clock import utcnow
 from broker.errors import Problem, Refused
 from broker.gateway.clients import client_identity, read_limited, require_media_type
 from broker.gateway.limiter import Limiter, RateLimiter
@@ -121,20 +121,8 @@ class Gateway:
 
     async def _rejected(self, r: Refused, client: str) -> None:
         self.m_rejected.inc(r.name)
-        pt = r.partial
-        await self.audit.record(
-            AuditEvent(
-                event="rejected",
-                time=rfc3339(utcnow()),
-                message_id=pt.id,
-                kind=pt.kind,
-                originator=pt.originator,
-                label=pt.label,
-                actor=client,
-                reason=r.name,
-                envelope_sha256=r.digest,
-            )
-        )
+        ev = event_about("rejected", r.partial, actor=client, reason=r.name, digest=r.digest)
+        await self.audit.record(ev)
 
     def _rate(self, client: str, policy: Policy, n: int) -> None:
         sender = policy.senders.get(client)
@@ -148,9 +136,7 @@ class Gateway:
     async def _rejected_request(self, client: str | None, p: Problem) -> None:
         """Audit a request refused before any envelope in it was judged (ICD §6: every rejection)."""
         self.m_rejected.inc(p.name)
-        await self.audit.record(
-            AuditEvent(event="rejected", time=rfc3339(utcnow()), actor=client, reason=p.name)
-        )
+        await self.audit.record(event_about("rejected", None, actor=client, reason=p.name))
 
     async def _identified(self, request: web.Request) -> str:
         """The client's id from its certificate; a certificate without exactly one CN is refused, and

@@ -27,11 +27,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import structlog
 
-from broker.aio import stop_task
+from broker.aio import AsyncResource, Backoff, stop_task
 from broker.errors import WorkerStartError
 
 log = structlog.get_logger(__name__)
@@ -75,7 +74,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return s
 
 
-class GatewayWorkers:
+class GatewayWorkers(AsyncResource):
     """`async with GatewayWorkers(settings) as w:` runs `settings.count` gateway processes on `w.url`."""
 
     def __init__(self, settings: WorkerSettings) -> None:
@@ -85,7 +84,6 @@ class GatewayWorkers:
         self._reservation: socket.socket | None = None
         self.port = 0
         self.workers: list[_Worker] = []
-        self._watch: asyncio.Task[None] | None = None
         self.restarts = 0
 
     @property
@@ -97,26 +95,17 @@ class GatewayWorkers:
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers]
 
-    async def __aenter__(self) -> GatewayWorkers:
+    async def _open(self) -> None:
         self._reservation = reserve_port(self.s.host, self.s.port)
         self.port = self._reservation.getsockname()[1]
-        try:
-            for i in range(self.s.count):
-                self.workers.append(await self._spawn(i))
-            await asyncio.gather(*(self._ready(w) for w in self.workers))
-        except BaseException:
-            await self._stop_all()
-            raise
+        for i in range(self.s.count):
+            self.workers.append(await self._start_worker(i))
+        await asyncio.gather(*(self._ready(w) for w in self.workers))
         if self.s.restart:
-            self._watch = asyncio.create_task(self._supervise(), name="gateway-workers")
+            self._spawn(self._supervise(), "gateway-workers")
         log.info("workers.started", count=self.s.count, url=self.url, pids=self.pids)
-        return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._watch is not None:
-            await stop_task(self._watch)
+    async def _close(self) -> None:
         await self._stop_all()
 
     # -- processes ------------------------------------------------------------------------------
@@ -142,7 +131,7 @@ class GatewayWorkers:
             "--worker-of-parent",
         ]
 
-    async def _spawn(self, index: int) -> _Worker:
+    async def _start_worker(self, index: int) -> _Worker:
         proc = await asyncio.create_subprocess_exec(
             # stdin: a pipe the worker reads to its end, which comes when this process dies (any way)
             *self._argv(index),
@@ -172,7 +161,7 @@ class GatewayWorkers:
 
     async def _supervise(self) -> None:
         """Restart a worker that exits while the system runs; back off up to 30 s between tries."""
-        delays: dict[int, float] = {}
+        backoffs: dict[int, Backoff] = {}
         while True:
             waits = {asyncio.ensure_future(w.proc.wait()): w for w in self.workers}
             done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -182,7 +171,10 @@ class GatewayWorkers:
                 w = waits[f]
                 # the back-off starts again only for a worker that had stayed up: a crash loop backs off
                 up_s = time.monotonic() - w.started
-                delay = 0.5 if up_s > STABLE_AFTER_S else delays.get(w.index, 0.5)
+                backoff = backoffs.setdefault(w.index, Backoff(0.5, 30.0))
+                if up_s > STABLE_AFTER_S:
+                    backoff.reset()
+                delay = backoff.next()
                 log.error(
                     "workers.exited",
                     index=w.index,
@@ -192,8 +184,7 @@ class GatewayWorkers:
                     restart_in_s=delay,
                 )
                 await asyncio.sleep(delay)
-                delays[w.index] = min(delay * 2, 30.0)
-                fresh = await self._spawn(w.index)
+                fresh = await self._start_worker(w.index)
                 self.workers[self.workers.index(w)] = fresh
                 self.restarts += 1
                 try:

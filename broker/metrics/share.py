@@ -27,11 +27,10 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 import structlog
 
-from broker.aio import stop_task
+from broker.aio import AsyncResource
 from broker.metrics.registry import Registry
 
 log = structlog.get_logger(__name__)
@@ -76,7 +75,7 @@ def merge(texts: Mapping[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-class MetricsShare:
+class MetricsShare(AsyncResource):
     """`async with MetricsShare(registry, folder, process)`: publishes this process's metrics, and
     `render_all()` merges every fresh process's. The file is removed on exit."""
 
@@ -84,23 +83,17 @@ class MetricsShare:
         self.registry = registry
         self.folder = folder
         self.process = process
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def path(self) -> Path:
         return self.folder / f"{self.process}.prom"
 
-    async def __aenter__(self) -> MetricsShare:
+    async def _open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.publish()
-        self._task = asyncio.create_task(self._run(), name=f"metrics-share-{self.process}")
-        return self
+        self._spawn(self._run(), f"metrics-share-{self.process}")
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            await stop_task(self._task)
+    async def _close(self) -> None:
         with contextlib.suppress(OSError):
             self.path.unlink()
 

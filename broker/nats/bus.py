@@ -21,7 +21,6 @@ import logging
 import ssl
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import nats
@@ -31,7 +30,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from broker.aio import stop_task
+from broker.aio import AsyncResource, Backoff
 from broker.errors import BusUnavailable
 from broker.nats.names import (
     ACCEPTED_STREAM,
@@ -113,7 +112,7 @@ def translate_errors(what: str) -> Any:
         ) from exc
 
 
-class Bus:
+class Bus(AsyncResource):
     """One NATS connection with JetStream. Use as `async with Bus(settings) as bus:`.
 
     The first connection is retried in the background until it succeeds, so a service can start
@@ -128,7 +127,6 @@ class Bus:
         self._ensure = settings.ensure_streams if ensure_streams is None else ensure_streams
         # what must exist before the bus is ready: created (ensure) or only checked (require)
         self._check = not self._ensure and bool(settings.require_streams)
-        self._connector: asyncio.Task[None] | None = None
         self._closed = False
         self._connected_event = asyncio.Event()
         self._ready_event = asyncio.Event()  # connected and the streams exist
@@ -136,19 +134,14 @@ class Bus:
         # subscription, which can otherwise go silent after a server restart (nats.py #504)
         self.generation = 0
 
-    async def __aenter__(self) -> Bus:
-        self._connector = asyncio.create_task(self._connect_loop(), name="bus-connect")
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
+    async def _open(self) -> None:
+        self._spawn(self._connect_loop(), "bus-connect")
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._connector is not None:
-            await stop_task(self._connector)
+        await super().aclose()
+
+    async def _close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.close()
@@ -301,7 +294,7 @@ class Bus:
             raise BusUnavailable("not connected to NATS")
         hdrs = {MSG_ID: msg_id, **(headers or {})}
         deadline = asyncio.get_running_loop().time() + self.settings.publish_retry_s
-        delay = 0.05
+        backoff = Backoff(0.05, 1.0)
         retried = False
         while True:
             try:
@@ -309,12 +302,12 @@ class Bus:
                     ack = await self.js.publish(subject, data, headers=dict(hdrs))
                 return PubResult(seq=ack.seq, duplicate=bool(ack.duplicate), retried=retried)
             except BusUnavailable as exc:
+                delay = backoff.next()
                 late = asyncio.get_running_loop().time() + delay > deadline
                 if not exc.leaderless or not self.connected or late:
                     raise
                 log.info("bus.publish_retry", subject_prefix=subject.split(".", 2)[1], error=str(exc))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
                 retried = True
 
     async def get(self, stream: str, seq: int) -> Stored:

@@ -27,7 +27,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import nats
@@ -35,6 +34,7 @@ import nats.errors
 import structlog
 from nats.aio.client import Client
 
+from broker.aio import AsyncResource
 from broker.errors import BusUnavailable
 from broker.nats.config import CLUSTER_NAME, NatsSecurity, cluster_routes, node_name
 from broker.nats.server import NatsServer
@@ -125,7 +125,7 @@ class ClusterNode:
         return f"ClusterNode({self.name}, {self.url}, pid={self.pid})"
 
 
-class NatsCluster:
+class NatsCluster(AsyncResource):
     """`async with NatsCluster(dir, security, 3, admin=...) as cluster:` starts the nodes and returns once
     the cluster has formed (every node reaches a JetStream meta leader); leaving stops every node."""
 
@@ -192,20 +192,10 @@ class NatsCluster:
                 return n
         raise KeyError(name)
 
-    async def __aenter__(self) -> NatsCluster:
-        try:
-            await self.start_all()
-        except BaseException:
-            await self.aclose()
-            raise
-        return self
+    async def _open(self) -> None:
+        await self.start_all()
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
+    async def _close(self) -> None:
         await self._close_admin()
         await self.stop_all()
         atexit.unregister(self._kill_leftovers)

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import nats.errors
@@ -25,6 +24,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from broker.aio import AsyncResource
 from broker.errors import BusUnavailable
 from broker.nats.bus import Bus, translate_errors
 
@@ -180,7 +180,7 @@ class Read:
     data: bytes
 
 
-class SubjectReader:
+class SubjectReader(AsyncResource):
     """`async with SubjectReader(bus, stream, subject, start_seq) as r:` then `await r.fetch(n, timeout)`
     gives the next messages on `subject` in stream order (an ephemeral consumer, no acks, gone 30 s
     after the reader is left)."""
@@ -192,7 +192,7 @@ class SubjectReader:
         self.start_seq = start_seq
         self._sub: Any = None
 
-    async def __aenter__(self) -> SubjectReader:
+    async def _open(self) -> None:
         with translate_errors(f"read {self.subject}"):
             self._sub = await self.bus.js.pull_subscribe(
                 self.subject,
@@ -204,11 +204,8 @@ class SubjectReader:
                     ack_policy=AckPolicy.NONE,
                 ),
             )
-        return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def _close(self) -> None:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import replace
-from types import TracebackType
 from typing import Protocol
 
 import nats.js.errors
 import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 
-from broker.aio import stop_task
+from broker.aio import AsyncResource
 from broker.errors import BusUnavailable, PKIError
 from broker.identity.state import StatePaths
 from broker.nats.bus import Bus, translate_errors
@@ -149,7 +148,7 @@ class Reloadable(Protocol):
     def reload(self, security: NatsSecurity) -> bool: ...
 
 
-class NatsPolicyFollower:
+class NatsPolicyFollower(AsyncResource):
     """Keeps NATS in step with the policy: on a change of what NATS sees (organisations, clearances,
     system high, instance), issue missing identities, reload an embedded server's config (SIGHUP) and
     re-provision the adapter consumers (a narrowing waits until the consumer's backlog is handed over).
@@ -174,12 +173,11 @@ class NatsPolicyFollower:
         self.view = NatsView.of(holder.current)
         self._changed = asyncio.Event()
         self._pending = False
-        self._task: asyncio.Task[None] | None = None
 
     def _on_change(self, _policy: Policy) -> None:
         self._changed.set()
 
-    async def __aenter__(self) -> NatsPolicyFollower:
+    async def _open(self) -> None:
         async with asyncio.timeout(self.timeout):
             while True:
                 try:
@@ -191,16 +189,11 @@ class NatsPolicyFollower:
                     log.warning("nats.provision_retry", error=str(exc))
                     await asyncio.sleep(0.5)
         self.holder.on_change.append(self._on_change)
-        self._task = asyncio.create_task(self._run(), name="nats-policy-follower")
-        return self
+        self._spawn(self._run(), "nats-policy-follower")
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def _close(self) -> None:
         with contextlib.suppress(ValueError):
             self.holder.on_change.remove(self._on_change)
-        if self._task is not None:
-            await stop_task(self._task)
 
     async def step(self) -> None:
         view = NatsView.of(self.holder.current)

@@ -30,10 +30,10 @@ import sysconfig
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
 
 import structlog
 
+from broker.aio import AsyncResource
 from broker.errors import BusUnavailable
 from broker.nats.config import NatsConfig, NatsRoutes, NatsSecurity, render_config
 
@@ -54,7 +54,7 @@ def nats_server_binary() -> str:
     return found
 
 
-class NatsServer:
+class NatsServer(AsyncResource):
     """Start `nats-server` with a rendered config; stop it (by its pid only) on exit."""
 
     def __init__(
@@ -98,13 +98,10 @@ class NatsServer:
     def config_path(self) -> Path:
         return self.dir / "nats.conf"
 
-    async def __aenter__(self) -> NatsServer:
+    async def _open(self) -> None:
         await self.start()
-        return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def _close(self) -> None:
         await self.stop()
 
     async def start(self, timeout: float = 20.0) -> None:

@@ -62,6 +62,19 @@ def load_for_edit(paths: StatePaths, created: list[str]) -> Loaded:
 
 
 
+def _load_for_role(paths: StatePaths, created: list[str], ident: str, org: str, *, other_role: str) -> Loaded:
+    """The policy to edit, once `org` is known and `ident` is not in `other_role` (one id, one role)."""
+    loaded = load_for_edit(paths, created)
+    policy = loaded.policy
+    if org not in policy.organisations:
+        raise unknown_org(paths, policy, org)
+    taken = policy.operators if other_role == "operators" else policy.senders
+    if ident in taken:
+        role = "an operator" if other_role == "operators" else "a sender"
+        raise policy_error(paths, f"{ident!r} is {role} already: one id has one role")
+    return loaded
+
+
 def new_sender(
     paths: StatePaths,
     ident: str,
@@ -91,12 +104,8 @@ def new_sender(
     keyid = f"{ident}:{name}"
     created: list[str] = []
     with policy_lock(paths):
-        loaded = load_for_edit(paths, created)
+        loaded = _load_for_role(paths, created, ident, org, other_role="operators")
         policy = loaded.policy
-        if org not in policy.organisations:
-            raise unknown_org(paths, policy, org)
-        if ident in policy.operators:
-            raise policy_error(paths, f"{ident!r} is an operator already: one id has one role")
         existing = policy.senders.get(ident)
         if existing is not None and existing.organisation != org:
             raise policy_error(paths, f"sender {ident!r} belongs to {existing.organisation}, not {org}")
@@ -132,12 +141,8 @@ def new_operator(paths: StatePaths, ident: str, org: str, clearance: str | Clear
             raise policy_error(paths, str(exc)) from None
     created: list[str] = []
     with policy_lock(paths):
-        loaded = load_for_edit(paths, created)
+        loaded = _load_for_role(paths, created, ident, org, other_role="senders")
         policy = loaded.policy
-        if org not in policy.organisations:
-            raise unknown_org(paths, policy, org)
-        if ident in policy.senders:
-            raise policy_error(paths, f"{ident!r} is a sender already: one id has one role")
         if ident in policy.operators:
             raise policy_error(paths, f"operator {ident!r} exists already")
         updated = dataclasses.replace(
