@@ -46,6 +46,7 @@ from broker.bus import DELIVERY_STREAM, HDR_DIGEST, MSG_ID, Bus, pull_forever, t
 from broker.client import GatewayClient, build_message, seal_message
 from broker.clock import rfc3339, utcnow
 from broker.errors import MarkingError
+from broker.metrics import Registry
 from broker.nats_auth import adapter_durable, delivered_bucket
 from broker.web_gateway import PolicySource
 
@@ -95,6 +96,7 @@ class Adapter:
         ack_wait_s: float = 30.0,
         poll_s: float = 0.2,
         max_backoff_s: float = 5.0,
+        metrics: Registry | None = None,
     ) -> None:
         self.org = org
         self.codec = codec
@@ -109,6 +111,11 @@ class Adapter:
         self.poll_s = poll_s
         self.max_backoff_s = max_backoff_s
         self.stats = AdapterStats()
+        # 1: the native system answered its last request (inbox or outbox) other than 408/429/5xx;
+        # 0: no answer, or "retry later". Unset until the first request (the console's health panel)
+        self.m_reachable = (metrics or Registry()).labelled_gauge(
+            "coord_native_reachable", "native system answering, as its adapter last saw it", ("organisation",)
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
         self._kv: Any = None
@@ -234,11 +241,13 @@ class Adapter:
                     data=doc,
                     headers={"Content-Type": self.codec.media_type, "Idempotency-Key": msg_id},
                 ) as resp:
+                    self._saw_native(resp.status)
                     if resp.status < 300:
                         return resp.status
                     if 400 <= resp.status < 500 and resp.status not in (408, 429):
                         return resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self._saw_native(None)
                 log.info("adapter.native_unreachable", org=self.org, error=type(exc).__name__)
             self.stats.native_retries += 1
             with contextlib.suppress(Exception):
@@ -246,6 +255,10 @@ class Adapter:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff_s)
             verify_delivery(m.data, self.org, self.policy.current)
+
+    def _saw_native(self, status: int | None) -> None:
+        up = status is not None and status < 500 and status not in (408, 429)
+        self.m_reachable.set(self.org, value=1.0 if up else 0.0)
 
     async def _dead_letter(self, m: Msg, msg: Any, reason: str, digest: str | None) -> None:
         headers = {
@@ -296,6 +309,7 @@ class Adapter:
         while True:
             try:
                 async with self._http.get(self.native_url + "/outbox", params={"after": str(cursor)}) as resp:
+                    self._saw_native(resp.status)
                     if resp.status != 200:
                         await asyncio.sleep(self.poll_s * 5)
                         continue
@@ -309,6 +323,7 @@ class Adapter:
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self._saw_native(None)
                 log.info("adapter.native_outbox_unreachable", org=self.org, error=type(exc).__name__)
                 await asyncio.sleep(self.poll_s * 5)
 

@@ -35,6 +35,8 @@ from broker.audit.writer import AuditWriter, audit_subject
 from broker.bus import Bus, BusSettings
 from broker.client import GatewayClient
 from broker.cluster import NatsCluster
+from broker.console import Console, Health
+from broker.console.auditlog import AuditLogReader
 from broker.dispatcher import Dispatcher
 from broker.errors import BusUnavailable
 from broker.metrics import Registry
@@ -339,7 +341,17 @@ class System:
         )
         reader_bus = await self._bus("coord-reader")
         audit_api = AuditApi(policy=self.holder, audit=view, bus=reader_bus, instance=policy.name)
-        app = build_app(self.gateway, audit_api.add_routes)
+        # the operators' web console and what /readyz adds for its health panel (docs/console.md)
+        console = Console(policy=self.holder, api=audit_api, log=AuditLogReader(reader_bus, view.subject))
+        self.gateway.readiness_details = Health(
+            reader_bus, self.holder, self.gateway.render_metrics, worker=self.gateway.worker
+        ).details
+
+        def routes(app: web.Application) -> None:
+            audit_api.add_routes(app)
+            console.install(app)
+
+        app = build_app(self.gateway, routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         st.push_async_callback(runner.cleanup)
@@ -386,6 +398,7 @@ class System:
                 gateway=client,
                 state_dir=paths.root / "adapters" / name,
                 ack_wait_s=self.options.adapter_ack_wait_s,
+                metrics=self.metrics,
             )
         )
         self.adapters[org] = adapter
