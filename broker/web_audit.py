@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -215,16 +216,24 @@ class AuditApi:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await resp.prepare(request)
         await self._note(op, "tail-opened")
+        # a follower that goes away is seen at the next write, or within a second when nothing comes
+        # (a console tab closed on a quiet log would otherwise hold its handler until shutdown)
+        transport = request.transport
         try:
-            async for rec in self._records(flt):
+            async for rec in self._records(flt, lambda: transport is None or transport.is_closing()):
                 event = await self._event(self.policy.current, op, rec)
                 await resp.write(
                     b"id: %d\nevent: %s\ndata: %s\n\n" % (rec.index, rec.event.encode(), _ENC.encode(event))
                 )
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
+            await self._note(op, "tail-closed")
+            return resp  # the follower left: the end of its tail, not a failure of the broker
+        except asyncio.CancelledError:
             await self._note(op, "tail-closed")
             raise
         await self._note(op, "tail-closed")
+        if transport is None or transport.is_closing():
+            return resp
         with contextlib.suppress(ConnectionResetError):
             await resp.write_eof()
         return resp
@@ -232,7 +241,7 @@ class AuditApi:
     async def _note(self, op: Operator, event: str) -> None:
         await self.audit.record(AuditEvent(event=event, time=rfc3339(utcnow()), actor=op.id))  # type: ignore[arg-type]
 
-    async def _records(self, flt: TailFilter) -> Any:
+    async def _records(self, flt: TailFilter, gone: Callable[[], bool] = lambda: False) -> Any:
         last = await last_seq_of(self.bus, self.audit.subject)
         if last == 0 and not flt.follow:
             return
@@ -252,6 +261,8 @@ class AuditApi:
                 try:
                     msgs = await sub.fetch(100, timeout=1.0)
                 except (nats.errors.TimeoutError, TimeoutError):
+                    if gone():
+                        return
                     continue
                 for m in msgs:
                     seq = m.metadata.sequence.stream
