@@ -33,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.audit.leaves import AuditFilesError
 from broker.audit.records import Event
 from broker.console.auditlog import AuditLogReader
 from broker.console.trail import Trail
@@ -163,6 +164,7 @@ class Console:
                 "events": list(typing.get_args(Event)),
                 "audit": {
                     "origin": f"coord-broker/{policy.name}",
+                    "signed": self._signed(),
                     "keys": [
                         {"name": name, "public_key": base64.b64encode(k.public_key).decode()}
                         for name, k in sorted(policy.broker_keys.items())
@@ -170,6 +172,13 @@ class Console:
                 },
             }
         )
+
+    def _signed(self) -> bool | None:
+        """Whether a checkpoint has been signed (None: the audit files cannot tell now)."""
+        try:
+            return self.api.audit.checkpoint_note is not None
+        except AuditFilesError:
+            return None
 
     async def trail(self, request: web.Request) -> web.Response:
         policy = self.policy.current

@@ -242,11 +242,14 @@
       const prove = el("button", "link prove-btn", "prove");
       prove.type = "button";
       prove.dataset.index = String(e.index);
+      const time = el("span", "mono", hhmmss(e.time));
+      time.title = e.time;
+      const why = e.reason ? `${e.event === "withheld" ? "rule" : "reason"}: ${e.reason}` : "";
       li.append(
         el("span", "mono", `#${e.index}`),
-        el("span", "mono", e.time),
+        time,
         el("span", `ev ev-${e.event}`, e.event),
-        el("span", "", [e.actor, e.reason ? `rule/reason: ${e.reason}` : ""].filter(Boolean).join(" \u00b7 ")),
+        el("span", "who", [e.actor, why].filter(Boolean).join(" \u00b7 ")),
         chip(e.marking, e.label),
         prove,
       );
@@ -602,6 +605,19 @@
 
   async function loadCheckpoint() {
     const dl = $("checkpoint");
+    if (S.session.audit.signed === false) {
+      // nothing signed when the page loaded: ask the session again rather than meet a 404
+      try {
+        S.session = await getJSON("/v1/console/session");
+      } catch (_e) {
+        // kept as it was
+      }
+      if (S.session.audit.signed === false) {
+        clear(dl);
+        dl.append(el("dt", "", "checkpoint"), el("dd", "hint", "none signed yet"));
+        return null;
+      }
+    }
     try {
       const cp = await getJSON("/v1/audit/checkpoint");
       clear(dl);
@@ -679,11 +695,13 @@
         : `VERIFIED: record #${index} is in the log under the signed checkpoint`;
     }
     verdict.dataset.result = failed ? "fail" : "ok";
+    loadCheckpoint();
   }
 
   // -- wiring ---------------------------------------------------------------------------------------
 
   let healthTimer = null;
+  let auditTimer = null;
 
   function selectTab(name) {
     for (const b of document.querySelectorAll(".tabs button")) {
@@ -691,15 +709,17 @@
       b.setAttribute("aria-selected", on ? "true" : "false");
       $(`tab-${b.dataset.tab}`).hidden = !on;
     }
-    if (healthTimer) {
-      clearInterval(healthTimer);
-      healthTimer = null;
-    }
+    for (const t of [healthTimer, auditTimer]) if (t) clearInterval(t);
+    healthTimer = null;
+    auditTimer = null;
     if (name === "health") {
       loadHealth();
       healthTimer = setInterval(loadHealth, 5000);
     }
-    if (name === "audit") loadCheckpoint();
+    if (name === "audit") {
+      loadCheckpoint();
+      auditTimer = setInterval(loadCheckpoint, 10000);
+    }
   }
 
   function option(select, value) {
