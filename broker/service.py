@@ -290,6 +290,7 @@ class System:
                 "gateway",
                 f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt}; {o.gateway_workers} processes: {pids})",
             )
+            self.status.add("console", f"{self.gateway_url}/console (operators; docs/console.md)")
             return
         await self._serve_gateway(
             await self._bus("coord-gateway"), self.writer, self.writer, reuse_port=False, render_metrics=None
@@ -366,6 +367,7 @@ class System:
         port = runner.addresses[0][1]
         self.gateway_url = f"https://{o.host}:{port}"
         self.status.add("gateway", f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt})")
+        self.status.add("console", f"{self.gateway_url}/console (operators; docs/console.md)")
 
     async def _start_adapter(self, org: str, name: str) -> None:
         o, paths, st = self.options, self.paths, self._stack
