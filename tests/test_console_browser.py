@@ -119,9 +119,11 @@ async def console(
     w = Watched(page, origin)
     page.on(
         "console",
-        lambda m: w.errors.append(f"console {m.type}: {m.text} ({m.location.get('url')})")
-        if m.type == "error"
-        else None,
+        lambda m: (
+            w.errors.append(f"console {m.type}: {m.text} ({m.location.get('url')})")
+            if m.type == "error"
+            else None
+        ),
     )
     page.on("pageerror", lambda e: w.errors.append(f"pageerror: {e}"))
     page.on("request", lambda r: w.urls.append(r.url))
@@ -526,3 +528,35 @@ async def test_closing_the_page_ends_its_tail_on_the_server(
     while len(await tail_events("tail-closed")) <= closed_before:
         assert loop.time() < end, "closing the page did not end its tail on the server"
         await asyncio.sleep(0.1)
+
+
+NO_ED25519 = """
+(() => {
+  const real = crypto.subtle.importKey.bind(crypto.subtle);
+  crypto.subtle.importKey = (format, key, alg, ...rest) =>
+    (alg && (alg === "Ed25519" || alg.name === "Ed25519"))
+      ? Promise.reject(new DOMException("no Ed25519 here", "NotSupportedError"))
+      : real(format, key, alg, ...rest);
+})();
+"""
+
+
+async def test_without_ed25519_in_webcrypto_the_proof_says_the_signature_was_not_checked(
+    browser: Any, system: System, state: StatePaths
+) -> None:
+    async with console(browser, system, state, "duty-officer") as w:
+        await w.page.add_init_script(NO_ED25519)  # as a browser without Ed25519 would be
+        await w.page.reload()
+        await w.page.wait_for_selector("#conn.live", timeout=WAIT_MS)
+        await w.page.click("#tab-btn-audit")
+        await w.page.wait_for_selector("#checkpoint[data-size]", timeout=WAIT_MS)
+        await w.page.fill("#prove-index", "1")
+        await w.page.click("#prove")
+        await w.page.wait_for_selector("#proof-verdict[data-result]", timeout=WAIT_MS)
+        assert await w.page.get_attribute("#proof-verdict", "data-result") == "ok"
+        verdict = await w.page.text_content("#proof-verdict") or ""
+        assert "inclusion verified; signature not checked" in verdict
+        states = await w.page.eval_on_selector_all(
+            "#proof-checks li", "lis => lis.map(li => li.dataset.check)"
+        )
+        assert states == ["ok", "ok", "ok", "ok", "ok", "skip"]

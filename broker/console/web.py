@@ -77,9 +77,11 @@ ASSETS: dict[str, str] = {
     "favicon.svg": "image/svg+xml",
 }
 
-#: a trail reads at most this many records, and for at most this long, then answers with what it has
+#: a trail reads at most this many records, and for at most this long, then answers with what it has;
+#: at most TRAIL_AT_ONCE trails are read at a time per process (the others wait their turn)
 TRAIL_SCAN_MAX = 200_000
 TRAIL_TIMEOUT_S = 10.0
+TRAIL_AT_ONCE = 2
 
 _MESSAGE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -124,6 +126,7 @@ class Console:
         self.api = api
         self.log = log
         self.assets = _load_assets()
+        self._trails = asyncio.Semaphore(TRAIL_AT_ONCE)
 
     def install(self, app: web.Application) -> None:
         app.on_response_prepare.append(_harden)
@@ -192,7 +195,7 @@ class Console:
         trail = Trail(msg_id, tuple(sorted(policy.organisations)))
         scanned, stopped = 0, "end-of-log"
         try:
-            async with asyncio.timeout(TRAIL_TIMEOUT_S), _bus_problem():
+            async with self._trails, asyncio.timeout(TRAIL_TIMEOUT_S), _bus_problem():
                 async with contextlib.aclosing(self.log.records_from(start)) as lines:
                     async for line in lines:
                         scanned += 1
