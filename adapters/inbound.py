@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -52,6 +53,7 @@ class Inbound(AsyncResource):
         gateway: GatewayClient,
         state_dir: Path,
         stats: AdapterStats,
+        saw_native: Callable[[int | None], None],
         poll_s: float,
         max_backoff_s: float,
     ) -> None:
@@ -65,6 +67,7 @@ class Inbound(AsyncResource):
         self.gateway = gateway
         self.state_dir = state_dir
         self.stats = stats
+        self.saw_native = saw_native  # what the adapter's reachability gauge is told
         self.poll_s = poll_s
         self.max_backoff_s = max_backoff_s
 
@@ -91,6 +94,7 @@ class Inbound(AsyncResource):
         while True:
             try:
                 async with self.http.get(self.native_url + "/outbox", params={"after": str(cursor)}) as resp:
+                    self.saw_native(resp.status)
                     if resp.status != 200:
                         await asyncio.sleep(self.poll_s * 5)
                         continue
@@ -104,6 +108,7 @@ class Inbound(AsyncResource):
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self.saw_native(None)
                 log.info("adapter.native_outbox_unreachable", org=self.org, error=type(exc).__name__)
                 await asyncio.sleep(self.poll_s * 5)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -72,6 +72,7 @@ class Outbound(AsyncResource):
         audit: AuditSink,
         http: aiohttp.ClientSession,
         stats: AdapterStats,
+        saw_native: Callable[[int | None], None],
         ack_wait_s: float,
         max_backoff_s: float,
     ) -> None:
@@ -83,6 +84,7 @@ class Outbound(AsyncResource):
         self.audit = audit
         self.http = http
         self.stats = stats
+        self.saw_native = saw_native  # what the adapter's reachability gauge is told
         self.ack_wait_s = ack_wait_s
         self.max_backoff_s = max_backoff_s
         self.durable = adapter_durable(org)
@@ -181,11 +183,13 @@ class Outbound(AsyncResource):
                     data=doc,
                     headers={"Content-Type": self.codec.media_type, "Idempotency-Key": msg_id},
                 ) as resp:
+                    self.saw_native(resp.status)
                     if resp.status < 300:
                         return resp.status
                     if 400 <= resp.status < 500 and resp.status not in (408, 429):
                         return resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self.saw_native(None)
                 log.info("adapter.native_unreachable", org=self.org, error=type(exc).__name__)
             self.stats.native_retries += 1
             await m.in_progress()

@@ -17,6 +17,7 @@ from adapters.outbound import AdapterStats, Outbound
 from broker.aio import AsyncResource
 from broker.audit.records import AuditSink
 from broker.client import GatewayClient
+from broker.metrics.registry import Registry
 from broker.nats.bus import Bus
 from broker.nats.names import adapter_durable
 from broker.policy.model import PolicySource
@@ -49,6 +50,7 @@ class Adapter(AsyncResource):
         ack_wait_s: float = 30.0,
         poll_s: float = 0.2,
         max_backoff_s: float = 5.0,
+        metrics: Registry | None = None,
     ) -> None:
         self.org = org
         self.codec = codec
@@ -63,6 +65,11 @@ class Adapter(AsyncResource):
         self.poll_s = poll_s
         self.max_backoff_s = max_backoff_s
         self.stats = AdapterStats()
+        # 1: the native system answered its last request (inbox or outbox) other than 408/429/5xx;
+        # 0: no answer, or "retry later". Unset until the first request (the console's health panel)
+        self.m_reachable = (metrics or Registry()).labelled_gauge(
+            "coord_native_reachable", "native system answering, as its adapter last saw it", ("organisation",)
+        )
         self._http: aiohttp.ClientSession | None = None
         self._parts: list[AsyncResource] = []
 
@@ -82,6 +89,7 @@ class Adapter(AsyncResource):
             audit=self.audit,
             http=self._http,
             stats=self.stats,
+            saw_native=self._saw_native,
             ack_wait_s=self.ack_wait_s,
             max_backoff_s=self.max_backoff_s,
         )
@@ -98,10 +106,15 @@ class Adapter(AsyncResource):
                 gateway=self.gateway,
                 state_dir=self.state_dir,
                 stats=self.stats,
+                saw_native=self._saw_native,
                 poll_s=self.poll_s,
                 max_backoff_s=self.max_backoff_s,
             )
             self._parts.append(await inbound.__aenter__())
+
+    def _saw_native(self, status: int | None) -> None:
+        up = status is not None and status < 500 and status not in (408, 429)
+        self.m_reachable.set(self.org, value=1.0 if up else 0.0)
 
     async def _close(self) -> None:
         while self._parts:

@@ -323,3 +323,33 @@ async def test_metrics_on_either_worker_cover_every_process(
     assert 'process="gateway-0"' in text
     types = [line for line in text.splitlines() if line.startswith("# TYPE ")]
     assert len(types) == len(set(types))
+
+
+async def test_console_trail_and_readyz_details_on_either_worker(
+    workers: System, conns: list[aiohttp.ClientSession]
+) -> None:
+    """The operators' console is on every worker: its page, a trail read from the one log, and a
+    /readyz that names every process reporting metrics and sees the core's adapters' native systems."""
+    b = await connect(workers, "nsatu-liaison", 1, conns)
+    msg = message()
+    status, _, doc = await b.post(sealed(workers, msg))
+    assert status == 202, doc
+    for w in (0, 1):
+        op = await connect(workers, OPS, w, conns)
+        async with op.session.get(op.url + "/console") as r:
+            assert r.status == 200 and "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+        trail: Any = None
+        ready: Any = None
+        for _ in range(100):
+            _, trail = await op.get(f"/v1/console/trail?id={msg['id']}")
+            status, ready = await op.get("/readyz")
+            natives = [v["reachable"] for v in ready["native"].values()]
+            processes = set(ready["gateway"]["processes"])
+            if trail["complete"] and all(natives) and processes >= {"core", "gateway-0", "gateway-1"}:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 200 and ready["gateway"]["worker"] == w, ready
+        assert trail["complete"], trail
+        assert all(v["reachable"] for v in ready["native"].values()), ready["native"]
+        assert set(ready["gateway"]["processes"]) >= {"core", "gateway-0", "gateway-1"}, ready["gateway"]
+        assert trail["content"] == msg["body"]

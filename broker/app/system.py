@@ -29,11 +29,13 @@ from adapters.stub import StubNativeSystem
 from broker.aio import AsyncResource, stop_task
 from broker.app.options import ORGANISATIONS, SystemOptions
 from broker.audit.inbox import RemoteAuditSink
+from broker.audit.lookup import AuditLogReader
 from broker.audit.note import log_origin
 from broker.audit.records import AuditSink
 from broker.audit.snapshot import AuditSnapshot, RemoteAuditView
 from broker.audit.writer import AuditWriter
 from broker.client import GatewayClient
+from broker.console import Console, Health
 from broker.dispatch.dispatcher import Dispatcher
 from broker.errors import BusUnavailable
 from broker.gateway.limiter import SharedRateLimiter
@@ -242,6 +244,7 @@ class System(AsyncResource):
                 "gateway",
                 f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt}; {o.gateway.workers} processes: {pids})",
             )
+            self.status.add("console", f"{self.gateway_url}/console (operators; docs/console.md)")
             return
         await self._serve_gateway(
             await self._bus("coord-gateway"), self.writer, self.writer, reuse_port=False, render_metrics=None
@@ -293,7 +296,17 @@ class System(AsyncResource):
         )
         reader_bus = await self._bus("coord-reader")
         audit_api = AuditApi(policy=self.holder, audit=view, bus=reader_bus, instance=policy.name)
-        app = build_app(self.gateway, audit_api.add_routes)
+        # the operators' web console and what /readyz adds for its health panel (docs/console.md)
+        console = Console(policy=self.holder, api=audit_api, log=AuditLogReader(reader_bus, view.subject))
+        self.gateway.readiness_details = Health(
+            reader_bus, self.holder, self.gateway.render_metrics, worker=self.gateway.worker
+        ).details
+
+        def routes(app: web.Application) -> None:
+            audit_api.add_routes(app)
+            console.install(app)
+
+        app = build_app(self.gateway, routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         st.push_async_callback(runner.cleanup)
@@ -308,6 +321,7 @@ class System(AsyncResource):
         port = runner.addresses[0][1]
         self.gateway_url = f"https://{o.gateway.host}:{port}"
         self.status.add("gateway", f"{self.gateway_url} (mutual TLS, CA {paths.ca_crt})")
+        self.status.add("console", f"{self.gateway_url}/console (operators; docs/console.md)")
 
     async def _start_adapter(self, org: str, name: str) -> None:
         o, paths, st = self.options, self.paths, self._stack
@@ -340,6 +354,7 @@ class System(AsyncResource):
                 gateway=client,
                 state_dir=paths.root / "adapters" / name,
                 ack_wait_s=self.options.adapters.ack_wait_s,
+                metrics=self.metrics,
             )
         )
         self.adapters[org] = adapter

@@ -1,7 +1,9 @@
 """`broker tail`: follow `GET /v1/tail` as an operator and render each event with its banner.
 
 Every line starts with the event's marking (coloured by rank on a terminal); `--json` prints the raw
-events, one a line. Ctrl-C closes the stream and exits cleanly.
+events, one a line. A message's body (or the note that it is redacted) is printed once, under the first
+of its events the tail shows (`accepted`, unless `since` starts later); its later events (released,
+withheld, delivered…) are one line each. Ctrl-C closes the stream and exits cleanly.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import OrderedDict
 from typing import Any, TextIO
 
 import aiohttp
@@ -21,7 +24,11 @@ _COLOURS = {0: "\x1b[32m", 1: "\x1b[36m", 2: "\x1b[34m", 3: "\x1b[31m", 4: "\x1b
 _RESET = "\x1b[0m"
 
 
-def render(event: dict[str, Any], *, colour: bool) -> str:
+#: message ids whose body was printed, remembered for this many messages (a long tail stays bounded)
+SHOWN_MAX = 100_000
+
+
+def render(event: dict[str, Any], *, colour: bool, body: bool = True) -> str:
     marking = event.get("marking", "UNLABELLED")
     label = event.get("label") or {}
     cls = label.get("classification")
@@ -34,12 +41,32 @@ def render(event: dict[str, Any], *, colour: bool) -> str:
         if event.get(key):
             parts.append(f"{key}={event[key]}")
     lines = [f"{banner} " + " ".join(parts)]
+    if not body:
+        return lines[0]
     if "content" in event:
         for ln in json.dumps(event["content"], indent=2, ensure_ascii=False).splitlines():
             lines.append(f"{banner}   {ln}")
     elif event.get("redacted") and event.get("message_id"):
         lines.append(f"{banner}   (content redacted: above your clearance or not releasable to you)")
     return "\n".join(lines)
+
+
+class Renderer:
+    """`render` with each message's body once: under its first event seen, never again (a `rejected`
+    one does not count: a later send of the same id may still be accepted, with a body)."""
+
+    def __init__(self, *, colour: bool) -> None:
+        self.colour = colour
+        self._shown: OrderedDict[str, None] = OrderedDict()
+
+    def __call__(self, event: dict[str, Any]) -> str:
+        msg_id = event.get("message_id")
+        first = not isinstance(msg_id, str) or msg_id not in self._shown
+        if isinstance(msg_id, str) and first and event.get("event") != "rejected":
+            self._shown[msg_id] = None
+            if len(self._shown) > SHOWN_MAX:
+                self._shown.popitem(last=False)
+        return render(event, colour=self.colour, body=first)
 
 
 async def run_tail(paths: StatePaths, url: str, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -49,6 +76,7 @@ async def run_tail(paths: StatePaths, url: str, args: argparse.Namespace, out: T
         if getattr(args, key):
             params[key] = getattr(args, key)
     colour = out.isatty() and not args.json
+    show = Renderer(colour=colour)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx), timeout=timeout) as s,
@@ -63,5 +91,5 @@ async def run_tail(paths: StatePaths, url: str, args: argparse.Namespace, out: T
             if not line.startswith("data: "):
                 continue
             event = json.loads(line[6:])
-            print(json.dumps(event) if args.json else render(event, colour=colour), file=out, flush=True)
+            print(json.dumps(event) if args.json else show(event), file=out, flush=True)
     return 0

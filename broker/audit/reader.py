@@ -7,7 +7,7 @@ possibly a checkpoint line); the concatenation of all of them, in stream order, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 
@@ -51,16 +51,22 @@ async def read_log(
     return out
 
 
-async def follow_records(bus: Bus, subject: str, *, follow: bool) -> AsyncIterator[AuditRecord]:
+async def follow_records(
+    bus: Bus, subject: str, *, follow: bool, gone: Callable[[], bool] = lambda: False
+) -> AsyncIterator[AuditRecord]:
     """The log's records from the first, in order; with `follow`, then every new one as it is stored
-    (until the caller stops iterating); without, up to the last one stored when it started."""
+    (until the caller stops iterating, or `gone()` says the reader left: it is asked whenever a
+    second passes with nothing new); without, up to the last one stored when it started."""
     last = await bus.last_seq_of(AUDIT_STREAM, subject)
     if last == 0 and not follow:
         return
     async with SubjectReader(bus, AUDIT_STREAM, subject) as reader:
         seq = 0
         while follow or seq < last:
-            for r in await reader.fetch(100, timeout=1.0):
+            got = await reader.fetch(100, timeout=1.0)
+            if not got and gone():
+                return
+            for r in got:
                 seq = r.seq
                 for line in split_lines(r.data):
                     if _LINE.decode(line).type == "record":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -105,8 +105,10 @@ class Tail:
         self.bus = bus
         self.subject = subject
 
-    async def _records(self, flt: TailFilter) -> AsyncIterator[AuditRecord]:
-        async for rec in follow_records(self.bus, self.subject, follow=flt.follow):
+    async def _records(
+        self, flt: TailFilter, gone: Callable[[], bool] = lambda: False
+    ) -> AsyncIterator[AuditRecord]:
+        async for rec in follow_records(self.bus, self.subject, follow=flt.follow, gone=gone):
             if flt.wants(rec):
                 yield rec
 
@@ -117,16 +119,24 @@ class Tail:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await resp.prepare(request)
         await self._note(op, "tail-opened")
+        # a follower that goes away is seen at the next write, or within a second when nothing comes
+        # (a console tab closed on a quiet log would otherwise hold its handler until shutdown)
+        transport = request.transport
         try:
-            async for rec in self._records(flt):
-                event = await self._event(self.policy.current, op, rec)
+            async for rec in self._records(flt, lambda: transport is None or transport.is_closing()):
+                event = await self.event(self.policy.current, op, rec)
                 await resp.write(
                     b"id: %d\nevent: %s\ndata: %s\n\n" % (rec.index, rec.event.encode(), _ENC.encode(event))
                 )
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
+            await self._note(op, "tail-closed")
+            return resp  # the follower left: the end of its tail, not a failure of the broker
+        except asyncio.CancelledError:
             await self._note(op, "tail-closed")
             raise
         await self._note(op, "tail-closed")
+        if transport is None or transport.is_closing():
+            return resp
         with contextlib.suppress(ConnectionResetError):
             await resp.write_eof()
         return resp
@@ -134,7 +144,7 @@ class Tail:
     async def _note(self, op: Operator, event: str) -> None:
         await self.audit.record(event_about(event, None, actor=op.id))  # type: ignore[arg-type]
 
-    async def _event(self, policy: Policy, op: Operator, rec: AuditRecord) -> dict[str, Any]:
+    async def event(self, policy: Policy, op: Operator, rec: AuditRecord) -> dict[str, Any]:
         out: dict[str, Any] = {
             "index": rec.index,
             "time": rec.time,

@@ -89,6 +89,8 @@ class Gateway:
         docs = all_schemas()
         self.schemas = {name: _ENC.encode(doc) for name, doc in docs.items()}
         self.schema_index_body = _ENC.encode(docs)  # encoded once, served as is
+        # more of what /readyz says (broker/console/health.py); never changes its 200/503 meaning
+        self.readiness_details: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     # -- the path of one message -------------------------------------------------------------
 
@@ -210,10 +212,10 @@ class Gateway:
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready = self.bus.ready
-        return web.json_response(
-            {"ready": ready, "bus": "connected" if self.bus.connected else "down"},
-            status=200 if ready else 503,
-        )
+        doc: dict[str, Any] = {"ready": ready, "bus": "connected" if self.bus.connected else "down"}
+        if self.readiness_details is not None:
+            doc.update(await self.readiness_details())
+        return web.json_response(doc, status=200 if ready else 503)
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         return web.Response(

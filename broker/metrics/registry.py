@@ -61,6 +61,24 @@ class Gauge:
 
 
 @dataclass
+class LabelledGauge:
+    """A gauge per label values, set by its owner (e.g. each native system's reachability)."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    values: dict[tuple[str, ...], float] = field(default_factory=dict)
+
+    def set(self, *label_values: str, value: float) -> None:
+        self.values[label_values] = value
+
+    def render(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
+        out += [f"{self.name}{_fmt_labels(self.labels, k)} {v:g}" for k, v in sorted(self.values.items())]
+        return out
+
+
+@dataclass
 class Histogram:
     name: str
     help: str
@@ -96,7 +114,7 @@ class Histogram:
 
 class Registry:
     def __init__(self) -> None:
-        self._items: list[Counter | Gauge | Histogram] = []
+        self._items: list[Counter | Gauge | LabelledGauge | Histogram] = []
 
     def counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
         c = Counter(name, help, labels)
@@ -105,6 +123,16 @@ class Registry:
 
     def gauge(self, name: str, help: str, read: Callable[[], float]) -> Gauge:
         g = Gauge(name, help, read)
+        self._items.append(g)
+        return g
+
+    def labelled_gauge(self, name: str, help: str, labels: tuple[str, ...]) -> LabelledGauge:
+        """The gauge `name`, made on first use: several owners (one adapter per organisation in one
+        process) share one family, rendered once."""
+        for item in self._items:
+            if isinstance(item, LabelledGauge) and item.name == name:
+                return item
+        g = LabelledGauge(name, help, labels)
         self._items.append(g)
         return g
 

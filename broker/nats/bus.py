@@ -325,6 +325,15 @@ class Bus(AsyncResource):
                 return None
         return Stored(raw.subject or subject, raw.seq or 0, raw.data or b"", dict(raw.headers or {}))
 
+    async def get_next(self, stream: str, subject: str, seq: int) -> Stored | None:
+        """The first message on `subject` at stream sequence `seq` or later (None when there is none)."""
+        with translate_errors("get next message"):
+            try:
+                raw = await self.js.get_msg(stream, seq=seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return None
+        return Stored(raw.subject or subject, raw.seq or seq, raw.data or b"", dict(raw.headers or {}))
+
     async def last_seq_of(self, stream: str, subject: str) -> int:
         """Stream sequence of the last message on `subject` (0 if none)."""
         last = await self.get_last(stream, subject)

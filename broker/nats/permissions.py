@@ -215,6 +215,16 @@ def service_permissions(view: NatsView, service: str) -> NatsPermissions:
                 *_audit_read(view),
                 f"{_API}.STREAM.INFO.{ACCEPTED_STREAM}",
                 f"{_API}.STREAM.MSG.GET.{ACCEPTED_STREAM}",
+                # /readyz's details (broker/console/health.py): counts only, never a message
+                *(f"{_API}.STREAM.INFO.{s}" for s in (DELIVERY_STREAM, DEAD_STREAM, AUDIT_IN_STREAM)),
+                *(
+                    f"{_API}.CONSUMER.INFO.{s}.{d}"
+                    for s, d in (
+                        (ACCEPTED_STREAM, DISPATCH_DURABLE),
+                        (AUDIT_IN_STREAM, INBOX_DURABLE),
+                        *((DELIVERY_STREAM, adapter_durable(org)) for org in view.organisations),
+                    )
+                ),
             ),
         )
     for org in view.organisations:

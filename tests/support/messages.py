@@ -6,10 +6,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from broker.identity.keys import load_signing_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.client import build_message, seal_message
+from broker.identity.keys import load_signing_key
 from broker.identity.state import StatePaths
 
 LABEL_NR = {
