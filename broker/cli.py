@@ -258,9 +258,10 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas_export(args: argparse.Namespace) -> int:
+    from broker.contract.export import export_contract
     from schemas.export import export
 
-    for p in export(Path(args.dir)):
+    for p in (*export(Path(args.dir)), *export_contract(Path(args.dir))):
         print(p)
     return 0
 
@@ -420,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     nc.set_defaults(func=cmd_nats_config)
 
     schemas = sub.add_parser("schemas").add_subparsers(dest="schemas_cmd", required=True)
-    se = schemas.add_parser("export", help="write the JSON Schemas to a folder")
+    se = schemas.add_parser("export", help="write the JSON Schemas, OpenAPI and AsyncAPI to a folder")
     se.add_argument("dir")
     se.set_defaults(func=cmd_schemas_export)
 

@@ -22,19 +22,19 @@ from aiohttp import web
 from broker.audit.records import AuditEvent, AuditSink
 from broker.bus import ACCEPTED_STREAM, HDR_DIGEST, HDR_RECEIVED, HDR_SENDER, Bus
 from broker.clock import rfc3339, utcnow
+from broker.contract.openapi import openapi_document
 from broker.errors import BusUnavailable, Problem
 from broker.intake import Admitted, Intake, Partial, Refused
 from broker.metrics import Registry
 from broker.policy import Policy
 from broker.ratelimit import Limiter, RateLimiter
+from broker.routes import BATCH_MAX_BYTES, BATCH_MAX_LINES, register
 from broker.web_problems import problem_middleware, problem_response
 from schemas.export import all_schemas
 
 log = structlog.get_logger(__name__)
 _ENC = msgspec.json.Encoder()
 
-BATCH_MAX_LINES = 1000
-BATCH_MAX_BYTES = 4 * 1024 * 1024
 
 
 class PolicySource(Protocol):
@@ -114,6 +114,7 @@ class Gateway:
         docs = all_schemas()
         self.schemas = {name: _ENC.encode(doc) for name, doc in docs.items()}
         self.schema_index_body = _ENC.encode(docs)  # encoded once, served as is
+        self._openapi_body: bytes | None = None
 
     # -- the path of one message -------------------------------------------------------------
 
@@ -285,14 +286,13 @@ class Gateway:
             raise Problem("not-found", f"no schema {name!r}; known: {', '.join(self.schemas)}")
         return web.Response(body=body, content_type="application/schema+json")
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        if self._openapi_body is None:  # built on first use, then served as is
+            self._openapi_body = _ENC.encode(openapi_document())
+        return web.Response(body=self._openapi_body, content_type="application/json")
+
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/messages", self.post_message)
-        app.router.add_post("/v1/messages/batch", self.post_batch)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_text)
-        app.router.add_get("/v1/schemas", self.schema_index)
-        app.router.add_get("/v1/schemas/{kind}", self.schema_one)
+        register(app, "gateway", self)  # the route table (broker/routes.py), also the OpenAPI document's
 
     @web.middleware
     async def observe(
