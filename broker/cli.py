@@ -446,8 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--url")
     tail.set_defaults(func=cmd_tail)
     from broker.bench import add_bench_parser
+    from broker.contract.cli import add_contract_parsers
 
     add_bench_parser(sub)
+    add_contract_parsers(sub)  # label export|import, vectors export
     return p
 
 
