@@ -16,6 +16,9 @@ MODULES = [
     "broker.audit.verify",
     "broker.state",
     "adapters.stub",
+    "broker.client",
+    "broker.stanag4774",
+    "broker.vectors",
 ]
 
 
