@@ -84,7 +84,7 @@ class Retry:
                 seconds = math.nan
             if math.isfinite(seconds) and seconds >= 0:
                 return min(seconds, self.max_retry_after_s)
-        return min(self.base_s * 2**failure, self.max_s)
+        return min(self.base_s * 2.0**failure, self.max_s)
 
 
 def uuid7() -> str:
