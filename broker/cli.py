@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     nc.set_defaults(func=cmd_nats_config)
 
     schemas = sub.add_parser("schemas").add_subparsers(dest="schemas_cmd", required=True)
-    se = schemas.add_parser("export", help="write the JSON Schemas to a folder")
+    se = schemas.add_parser("export", help="write the JSON Schemas, OpenAPI and AsyncAPI to a folder")
     se.add_argument("dir")
     se.set_defaults(func=cmd_schemas_export)
 
@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--url")
     tail.set_defaults(func=cmd_tail)
     from broker.bench.cli import add_bench_parser
+    from broker.contract.cli import add_contract_parsers
 
     add_bench_parser(sub)
+    add_contract_parsers(sub)  # label export|import, vectors export
     return p
 
 

@@ -1,4 +1,19 @@
-"""What a liaison system does, as a library: build a message, seal it in DSSE, post it over mTLS.
+"""The client library for liaison systems (public API, docs/integration.md): build a message, seal it
+in DSSE, post it over mutual TLS, and retry what is safe to retry.
+
+    from broker.client import GatewayClient, Retry, build_message, seal_message
+    from broker.identity.tls import client_context
+
+    msg = build_message(kind="status.update", sender="nsatu-liaison", originator="NSATU",
+                        label={...}, body={...})
+    envelope = seal_message(msg, keyid, signing_key)          # the bytes to send, and to resend
+    async with GatewayClient(url, client_context(ca, crt, key)) as gw:
+        reply = await gw.send(envelope)                       # 202 stored, or 200 duplicate
+
+`send` and `send_batch` resend the same bytes (so the same id: a copy that did land answers 200
+`duplicate`, never a second message) after a 503, a 429, a timeout or a lost connection, waiting
+`Retry-After` when the broker gives one and an exponential back-off otherwise (`Retry`). Anything
+else (4xx) is final: the reply says what to fix. `post` and `post_batch` send once.
 
 Used by `broker send`, by the adapters' inbound side (they publish as their own senders) and by the
 tests. It signs bytes it encoded itself; the broker verifies those exact bytes.
@@ -6,11 +21,13 @@ tests. It signs bytes it encoded itself; the broker verifies those exact bytes.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +38,53 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.aio import AsyncResource
 from broker.clock import rfc3339, utcnow
 from broker.dsse import b64encode, sign
+from broker.errors import BrokerError
 from schemas.message import PAYLOAD_TYPE
 
+__all__ = [
+    "RETRIED_STATUSES",
+    "GatewayClient",
+    "GatewayUnreachable",
+    "Reply",
+    "Retry",
+    "build_message",
+    "seal",
+    "seal_message",
+    "uuid7",
+]
+
 _ENC = msgspec.json.Encoder()
+#: answers after which the same bytes are sent again: nothing was stored (503) or nothing was taken (429)
+RETRIED_STATUSES = frozenset({429, 503})
+
+
+class GatewayUnreachable(BrokerError, ConnectionError):
+    """Every attempt timed out or lost its connection; `attempts` were made, all with the same bytes."""
+
+    def __init__(self, attempts: int, cause: BaseException) -> None:
+        super().__init__(f"gateway unreachable after {attempts} attempts: {type(cause).__name__}: {cause}")
+        self.attempts = attempts
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How `send` retries: at most `attempts` tries; waits `base_s * 2**n` (capped at `max_s`) after the
+    n-th failure, or the broker's `Retry-After` when it gives one (capped at `max_retry_after_s`)."""
+
+    attempts: int = 6
+    base_s: float = 0.25
+    max_s: float = 8.0
+    max_retry_after_s: float = 120.0
+
+    def delay(self, failure: int, retry_after: str | None) -> float:
+        if retry_after is not None:
+            try:
+                seconds = float(retry_after)
+            except ValueError:
+                seconds = math.nan
+            if math.isfinite(seconds) and seconds >= 0:
+                return min(seconds, self.max_retry_after_s)
+        return min(self.base_s * 2.0**failure, self.max_s)
 
 
 def uuid7() -> str:
@@ -91,11 +152,21 @@ class Reply:
 class GatewayClient(AsyncResource):
     """A keep-alive HTTPS session to the gateway with a client certificate."""
 
-    def __init__(self, base_url: str, ssl_ctx: ssl.SSLContext, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        ssl_ctx: ssl.SSLContext,
+        *,
+        timeout_s: float = 30.0,
+        retry: Retry = Retry(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._ssl = ssl_ctx
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self.retry = retry
+        self._sleep = sleep
 
     async def _open(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -127,3 +198,27 @@ class GatewayClient(AsyncResource):
         return await self.request(
             "POST", "/v1/messages/batch", data=data, content_type="application/x-ndjson"
         )
+
+    async def send(self, envelope: bytes) -> Reply:
+        """Post one envelope, retrying the same bytes as `Retry` says (see the module docstring)."""
+        return await self._retrying(lambda: self.post(envelope))
+
+    async def send_batch(self, envelopes: list[bytes]) -> Reply:
+        """Post a batch, retrying the whole batch (the same lines) after 503, 429, a timeout or a lost
+        connection; lines stored by an earlier attempt then answer `duplicate`."""
+        return await self._retrying(lambda: self.post_batch(envelopes))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[Reply]]) -> Reply:
+        for n in range(self.retry.attempts):
+            last = n == self.retry.attempts - 1
+            try:
+                reply = await attempt()
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                if last:
+                    raise GatewayUnreachable(n + 1, exc) from exc
+                await self._sleep(self.retry.delay(n, None))
+                continue
+            if reply.status not in RETRIED_STATUSES or last:
+                return reply
+            await self._sleep(self.retry.delay(n, reply.headers.get("Retry-After")))
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover

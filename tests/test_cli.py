@@ -36,7 +36,9 @@ def test_schemas_export(tmp_path: Path) -> None:
     run("schemas", "export", str(tmp_path / "out"), state=tmp_path / "s")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert "message.schema.json" in names and "envelope.schema.json" in names
-    assert len(names) == 3 + 7
+    assert len([n for n in names if n.endswith(".schema.json")]) == 3 + 7
+    assert {"openapi.json", "asyncapi.json"} <= set(names)  # the contract beside them (docs/integration.md)
+    assert len(names) == 3 + 7 + 2
     doc = json.loads((tmp_path / "out" / "capability.pledge.schema.json").read_text())
     assert doc["$id"] == "urn:coord:schema:capability.pledge"
 

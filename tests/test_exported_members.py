@@ -16,6 +16,9 @@ MODULES = [
     "broker.audit.verify",
     "broker.identity.state",
     "adapters.stub",
+    "broker.client",
+    "broker.stanag4774",
+    "broker.vectors",
 ]
 
 

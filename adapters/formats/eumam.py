@@ -21,7 +21,7 @@ Schema (no namespace; anything not listed is refused, and so is anything require
 * root `eumam-message`; attributes `kind` (required, a kind of ICD §5), `ref` and `in-reply-to`
   (optional document ids), and, written by the broker on delivery, `originator`, `sender`, `created`
   (all three or none; checked, then ignored on input: the publisher is the adapter's identity);
-* children, in this order: `marking`, `releasability`, `caveats`, `body`;
+* children, in this order: `marking`, `releasability`, `caveats`, [`ConfidentialityLabel`], `body`;
 * `marking`: an exact EU display marking of ICD §2 (`UNCLASSIFIED`, `RESTREINT UE/EU RESTRICTED`,
   `CONFIDENTIEL UE/EU CONFIDENTIAL`, `SECRET UE/EU SECRET`, `TRES SECRET UE/EU TOP SECRET`). NATO markings
   are refused. A message with a NATO label is written with the EU marking of the same rank and the NATO
@@ -29,6 +29,10 @@ Schema (no namespace; anything not listed is refused, and so is anything require
   on input `original`, if present, must be exactly that and restores the NATO policy;
 * `releasability`: `REL TO ` + organisation codes joined by `, `, sorted, unique;
 * `caveats`: zero or more `<caveat>CODE</caveat>` children, sorted, unique;
+* then, optionally, the same label as a STANAG 4774 `<ConfidentialityLabel>` in its own namespace
+  (`broker.stanag4774`); the broker always writes it. When present it must say exactly what `marking`
+  (with `original`), `releasability` and `caveats` say, or the document is refused; a document without
+  it (the form before) is read as before;
 * `body`: one element per field of the kind's schema (any order; each at most once). Text fields are the
   element's text, exactly (whitespace kept); integers are canonical decimal (`0`, `42`; never `042`,
   `+42`, ` 42`); nested objects are nested elements (`<delivery_window><from>...</from><to>...</to>`);
@@ -69,7 +73,9 @@ from adapters.formats.base import (
     utf8_text,
 )
 from adapters.formats.bodies import validate_body
-from broker.errors import NativeFormatError
+from broker.errors import MarkingError, NativeFormatError
+from broker.rules.stanag4774 import NAMESPACE as _LABEL_NS
+from broker.rules.stanag4774 import label_element, label_from_element
 from schemas.kinds import BODY_TYPES
 
 __all__ = ["MEDIA_TYPE", "EumamCodec"]
@@ -79,6 +85,7 @@ _FMT = "EUMAM"
 _ROOT = "eumam-message"
 _ROOT_ATTRS = ("kind", "ref", "in-reply-to", "originator", "sender", "created")
 _SECTIONS = ("marking", "releasability", "caveats", "body")
+_LABEL_TAG = f"{{{_LABEL_NS}}}ConfidentialityLabel"
 _DECL = re.compile(r"^<\?xml\s[^>]*?\?>")
 _ENCODING = re.compile(r"""\sencoding\s*=\s*["']([^"']*)["']""")
 _INT = re.compile(r"^(0|-?[1-9][0-9]{0,17})$")
@@ -129,6 +136,7 @@ class EumamCodec:
         cav = ET.SubElement(root, "caveats")
         for c in parse_caveat_list(list(msg.label.caveats), "message"):
             ET.SubElement(cav, "caveat").text = c
+        root.append(label_element(msg.label))  # the STANAG 4774 XML label beside the display marking
         _write_struct(ET.SubElement(root, "body"), body, _struct_info(msg.kind))
         ET.indent(root)
         xml = ET.tostring(root, encoding="unicode").replace("\r", "&#13;")
@@ -181,9 +189,14 @@ def _read_root(root: ET.Element) -> NativeMessage:
         check_provenance(originator, sender, created, _FMT)
     kids = _children(root, _ROOT)
     tags = tuple(k.tag for k in kids)
+    xml_label = None
+    if len(kids) == len(_SECTIONS) + 1 and tags[3] == _LABEL_TAG:  # the 4774 label, optional on input
+        xml_label = kids.pop(3)
+        tags = tuple(k.tag for k in kids)
     if tags != _SECTIONS:
         raise NativeFormatError(
-            f"{_where(_ROOT)} must hold exactly <{'>, <'.join(_SECTIONS)}>, in this order"
+            f"{_where(_ROOT)} must hold exactly <{'>, <'.join(_SECTIONS)}>, in this order (with an optional "
+            "STANAG 4774 <ConfidentialityLabel> before <body>)"
         )
     marking, releasability, caveats, body = kids
     _no_attrs(marking, "marking", ("original",))
@@ -200,11 +213,17 @@ def _read_root(root: ET.Element) -> NativeMessage:
             raise NativeFormatError(f"{_where('caveats')} may hold only <caveat> elements")
         cav_list.append(_leaf(kid, "caveat"))
     cavs = parse_caveat_list(cav_list, _FMT)
+    label = make_label(policy, classification, rel, cavs)
+    if xml_label is not None and label_from_element(xml_label) != label:
+        raise MarkingError(
+            f"{_FMT} STANAG 4774 <ConfidentialityLabel> must say what <marking> (with its original), "
+            "<releasability> and <caveats> say"
+        )
     _no_attrs(body, "body")
     raw = _read_struct(body, _struct_info(kind), "body")
     return NativeMessage(
         kind=kind,
-        label=make_label(policy, classification, rel, cavs),
+        label=label,
         body=validate_body(kind, raw, _FMT),
         ref=check_ref(root.attrib.get("ref"), "ref"),
         in_reply_to=check_ref(root.attrib.get("in-reply-to"), "in-reply-to"),

@@ -44,7 +44,7 @@ async def _send(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     env = seal_message(msg, keyid, key)
     ctx = client_context(paths.ca_crt, paths.tls_crt(args.sender), paths.tls_key(args.sender))
     async with GatewayClient(default_url(paths, args.url), ctx) as gw:
-        reply = await gw.post(env)
+        reply = await gw.send(env)  # the same bytes again after 503/429/timeouts (broker.client.Retry)
     print(json.dumps(reply.body if not isinstance(reply.body, bytes) else reply.body.decode(), indent=2))
     return 0 if reply.status in (200, 202) else 1
 

@@ -64,8 +64,10 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas_export(args: argparse.Namespace) -> int:
+    from broker.contract.export import export_contract, state_view
     from schemas.export import export
 
-    for p in export(Path(args.dir)):
+    view = state_view(state_of(args))  # AsyncAPI: the subjects and rights of this policy (or ICD §9's)
+    for p in (*export(Path(args.dir)), *export_contract(Path(args.dir), view)):
         print(p)
     return 0

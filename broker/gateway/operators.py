@@ -22,6 +22,7 @@ from broker.audit.note import Checkpoint, parse_checkpoint
 from broker.audit.records import AuditEvent
 from broker.errors import AuditFilesError, MalformedNote, Problem
 from broker.gateway.clients import record_index, require_operator
+from broker.gateway.routes import register
 from broker.gateway.tail import Tail
 from broker.nats.bus import Bus
 from broker.policy.model import PolicySource
@@ -69,9 +70,7 @@ class AuditApi:
         self.tail = Tail(policy=policy, audit=audit, bus=bus, subject=audit.subject)
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/v1/audit/checkpoint", self.checkpoint)
-        app.router.add_get("/v1/audit/proof", self.proof)
-        app.router.add_get("/v1/tail", self.tail.handle)
+        register(app, "audit", self)  # the route table (broker/gateway/routes.py)
 
     async def checkpoint(self, request: web.Request) -> web.Response:
         require_operator(request, self.policy.current)

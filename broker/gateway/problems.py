@@ -17,8 +17,9 @@ _ENC = msgspec.json.Encoder()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def problem_response(p: Problem) -> web.Response:
-    headers = {"Retry-After": str(p.retry_after)} if p.retry_after is not None else None
+def problem_response(p: Problem, headers: dict[str, str] | None = None) -> web.Response:
+    if p.retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(p.retry_after)}
     return web.Response(
         status=p.status, body=_ENC.encode(p.to_dict()), content_type=PROBLEM_JSON, headers=headers
     )
@@ -33,9 +34,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPNotFound:
         return problem_response(Problem("not-found", "no such path; see ICD §6 for the API"))
     except web.HTTPMethodNotAllowed as exc:
-        return problem_response(
-            Problem("method-not-allowed", f"allowed: {', '.join(sorted(exc.allowed_methods))}")
-        )
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        # RFC 9110 §15.5.6: a 405 lists the methods the resource has (schemathesis found it missing)
+        return problem_response(Problem("method-not-allowed", f"allowed: {allowed}"), {"Allow": allowed})
     except web.HTTPRequestEntityTooLarge:
         return problem_response(Problem("too-large", "the request body is over the limit"))
     except web.HTTPException:

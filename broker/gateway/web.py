@@ -24,7 +24,9 @@ from broker.clock import utcnow
 from broker.errors import Problem, Refused
 from broker.gateway.clients import client_identity, read_limited, require_media_type
 from broker.gateway.limiter import Limiter, RateLimiter
+from broker.gateway.openapi import openapi_document
 from broker.gateway.problems import problem_middleware, problem_response
+from broker.gateway.routes import BATCH_MAX_BYTES, BATCH_MAX_LINES, register
 from broker.gateway.store import AcceptedStore
 from broker.metrics.registry import Registry
 from broker.nats.bus import Bus
@@ -35,8 +37,6 @@ from schemas.export import all_schemas
 log = structlog.get_logger(__name__)
 _ENC = msgspec.json.Encoder()
 
-BATCH_MAX_LINES = 1000
-BATCH_MAX_BYTES = 4 * 1024 * 1024
 
 
 class PolicySource(Protocol):
@@ -91,6 +91,7 @@ class Gateway:
         self.schema_index_body = _ENC.encode(docs)  # encoded once, served as is
         # more of what /readyz says (broker/console/health.py); never changes its 200/503 meaning
         self.readiness_details: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self._openapi_body: bytes | None = None
 
     # -- the path of one message -------------------------------------------------------------
 
@@ -235,14 +236,13 @@ class Gateway:
             raise Problem("not-found", f"no schema {name!r}; known: {', '.join(self.schemas)}")
         return web.Response(body=body, content_type="application/schema+json")
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        if self._openapi_body is None:  # built on first use, then served as is
+            self._openapi_body = _ENC.encode(openapi_document())
+        return web.Response(body=self._openapi_body, content_type="application/json")
+
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/messages", self.post_message)
-        app.router.add_post("/v1/messages/batch", self.post_batch)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_text)
-        app.router.add_get("/v1/schemas", self.schema_index)
-        app.router.add_get("/v1/schemas/{kind}", self.schema_one)
+        register(app, "gateway", self)  # the route table (broker/gateway/routes.py), also the OpenAPI document's
 
     @web.middleware
     async def observe(
