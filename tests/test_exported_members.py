@@ -17,8 +17,8 @@ MODULES = [
     "broker.identity.state",
     "adapters.stub",
     "broker.client",
-    "broker.stanag4774",
-    "broker.vectors",
+    "broker.rules.stanag4774",
+    "broker.contract.vectors",
 ]
 
 

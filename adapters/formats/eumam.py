@@ -30,7 +30,7 @@ Schema (no namespace; anything not listed is refused, and so is anything require
 * `releasability`: `REL TO ` + organisation codes joined by `, `, sorted, unique;
 * `caveats`: zero or more `<caveat>CODE</caveat>` children, sorted, unique;
 * then, optionally, the same label as a STANAG 4774 `<ConfidentialityLabel>` in its own namespace
-  (`broker.stanag4774`); the broker always writes it. When present it must say exactly what `marking`
+  (`broker.rules.stanag4774`); the broker always writes it. When present it must say exactly what `marking`
   (with `original`), `releasability` and `caveats` say, or the document is refused; a document without
   it (the form before) is read as before;
 * `body`: one element per field of the kind's schema (any order; each at most once). Text fields are the

@@ -1,6 +1,6 @@
 """The AsyncAPI 3.0 document of the broker's NATS side, generated from the permission generator.
 
-Every operation in it comes from one allow entry (or a few) of `broker.nats_auth.service_permissions`:
+Every operation in it comes from one allow entry (or a few) of `broker.nats.permissions.service_permissions`:
 what a service may publish on a stream's subjects is a `send`; a durable consumer it may pull from, or
 a stream it may read by subject, is a `receive`. Each operation lists the permission subjects it comes
 from (`x-nats-permissions`), so the document says exactly what NATS enforces for that policy, and a

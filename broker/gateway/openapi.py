@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of the gateway, generated from `broker.routes.ROUTES`, the msgspec wire
+"""The OpenAPI 3.1 document of the gateway, generated from `broker.gateway.routes.ROUTES`, the msgspec wire
 types and `broker.errors.PROBLEMS` (served at `GET /v1/openapi.json`, written by `broker schemas
 export`).
 
