@@ -242,7 +242,7 @@ class Gateway:
         return web.Response(body=self._openapi_body, content_type="application/json")
 
     def add_routes(self, app: web.Application) -> None:
-        register(app, "gateway", self)  # the route table (broker/gateway/routes.py), also the OpenAPI document's
+        register(app, "gateway", self)  # the route table (gateway/routes.py), also the OpenAPI document's
 
     @web.middleware
     async def observe(
