@@ -15,7 +15,8 @@ from aiohttp import web
 from broker.client import GatewayClient, GatewayUnreachable, Retry
 from broker.identity.state import StatePaths
 from broker.identity.tls import client_context, server_context
-from tests.conftest import ClientFactory, message, sealed
+from tests.conftest import ClientFactory
+from tests.support.messages import message, sealed
 
 
 @dataclass

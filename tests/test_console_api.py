@@ -31,7 +31,8 @@ from broker.metrics.registry import Registry
 from broker.metrics.share import merge
 from broker.nats.bus import Bus
 from schemas.label import Label
-from tests.conftest import ClientFactory, message, sealed
+from tests.conftest import ClientFactory
+from tests.support.messages import message, sealed
 
 STATIC = Path(__file__).resolve().parent.parent / "broker" / "console" / "static"
 SECRET_NSATU = {"policy": "NATO", "classification": "SECRET", "releasable_to": ["NSATU"], "caveats": []}

@@ -32,7 +32,8 @@ from broker.app.system import System
 from broker.audit.reader import read_log, split_lines
 from broker.identity.state import StatePaths
 from broker.nats.bus import Bus
-from tests.conftest import ClientFactory, message, sealed
+from tests.conftest import ClientFactory
+from tests.support.messages import message, sealed
 
 pytestmark = pytest.mark.browser
 

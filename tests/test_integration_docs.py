@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from broker.app.system import System
 from broker.contract.vectors import seed_key
 from broker.identity.state import StatePaths
-from tests.conftest import message
+from tests.support.messages import message
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "sign-envelope.sh"

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.formats import CODECS, DeliveredMessage
-from adapters.formats.base import sample_bodies
+from adapters.formats.bodies import sample_bodies
 from broker.cli import build_parser
 from broker.errors import MarkingError
 from broker.rules.stanag4774 import NAMESPACE, NATO_POLICY_URI, label_from_xml, label_to_xml

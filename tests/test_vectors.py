@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from broker import vectors as gen
 from broker.app.options import SystemOptions
 from broker.app.system import System
 from broker.audit.verify import verify_export
 from broker.cli import build_parser
+from broker.contract import vectors as gen
 from broker.errors import PROBLEMS, Refused
 from broker.identity.state import StatePaths, write_private, write_public
 from broker.identity.tls import client_context
