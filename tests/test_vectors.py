@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from broker.app.options import SystemOptions
+from broker.app.options import GatewayOptions, SystemOptions
 from broker.app.system import System
 from broker.audit.verify import verify_export
 from broker.cli import build_parser
@@ -288,7 +288,8 @@ async def vector_system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Asyn
     for ident in ("nsatu-liaison", "eumam-liaison", "udcg-liaison"):
         _store_key(paths, ident, f"{ident}:v1")
     monkeypatch.setattr("broker.gateway.web.utcnow", now)
-    async with System(SystemOptions(state=paths.root, port=0, adapters=False, dispatcher=False)) as s:
+    opts = SystemOptions(state=paths.root, parts=frozenset({"core"}), gateway=GatewayOptions(port=0))
+    async with System(opts) as s:
         yield s
 
 
